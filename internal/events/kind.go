@@ -1,0 +1,171 @@
+package events
+
+import (
+	"strings"
+
+	"github.com/idend/idend/internal/events/recordpb"
+)
+
+// Kind names, as printed and as accepted by [Filter]. A Connect record
+// made by the sendmsg hook is of kind KindSendmsg.
+const (
+	KindExec           = "exec"
+	KindFork           = "fork"
+	KindExit           = "exit"
+	KindConnect        = "connect"
+	KindSendmsg        = "sendmsg"
+	KindSocket         = "socket"
+	KindUnixConnect    = "unix_connect"
+	KindDaemonStart    = "daemon_start"
+	KindDaemonStop     = "daemon_stop"
+	KindSessionOpen    = "session_open"
+	KindSessionClose   = "session_close"
+	KindIntentChange   = "intent_change"
+	KindEscalation     = "escalation"
+	KindApproval       = "approval"
+	KindHostResolution = "host_resolution"
+	KindExecRefresh    = "exec_refresh"
+	KindRetention      = "retention"
+	KindGap            = "gap"
+	KindUnknown        = "unknown"
+)
+
+// Kinds lists every kind name in schema order.
+var Kinds = []string{
+	KindExec, KindFork, KindExit, KindConnect, KindSendmsg, KindSocket,
+	KindUnixConnect, KindDaemonStart, KindDaemonStop, KindSessionOpen,
+	KindSessionClose, KindIntentChange, KindEscalation, KindApproval,
+	KindHostResolution, KindExecRefresh, KindRetention, KindGap,
+}
+
+// Kind returns the kind name of r, or KindUnknown for a record whose body
+// this schema does not know.
+func Kind(r *recordpb.Record) string {
+	switch b := r.GetBody().(type) {
+	case *recordpb.Record_Exec:
+		return KindExec
+	case *recordpb.Record_Fork:
+		return KindFork
+	case *recordpb.Record_Exit:
+		return KindExit
+	case *recordpb.Record_Connect:
+		if b.Connect.GetOp() == recordpb.ConnectOp_CONNECT_OP_SENDMSG {
+			return KindSendmsg
+		}
+		return KindConnect
+	case *recordpb.Record_SocketCreate:
+		return KindSocket
+	case *recordpb.Record_UnixConnect:
+		return KindUnixConnect
+	}
+	return controlKind(r)
+}
+
+func controlKind(r *recordpb.Record) string {
+	switch r.GetBody().(type) {
+	case *recordpb.Record_DaemonStart:
+		return KindDaemonStart
+	case *recordpb.Record_DaemonStop:
+		return KindDaemonStop
+	case *recordpb.Record_SessionOpen:
+		return KindSessionOpen
+	case *recordpb.Record_SessionClose:
+		return KindSessionClose
+	case *recordpb.Record_IntentChange:
+		return KindIntentChange
+	case *recordpb.Record_Escalation:
+		return KindEscalation
+	case *recordpb.Record_Approval:
+		return KindApproval
+	case *recordpb.Record_HostResolution:
+		return KindHostResolution
+	case *recordpb.Record_ExecRefresh:
+		return KindExecRefresh
+	case *recordpb.Record_Retention:
+		return KindRetention
+	case *recordpb.Record_Gap:
+		return KindGap
+	}
+	return KindUnknown
+}
+
+// Action is what every kernel action record has in common. The generated
+// Exec, Fork, Exit, Connect, SocketCreate and UnixConnect messages
+// implement it.
+type Action interface {
+	GetSessionId() string
+	GetCgroupId() uint64
+	GetProcess() *recordpb.Process
+	GetIdentity() *recordpb.Identity
+	GetVerdict() recordpb.Verdict
+}
+
+// KernelAction returns the kernel action r records, or nil when r is a
+// control or gap record.
+func KernelAction(r *recordpb.Record) Action {
+	switch b := r.GetBody().(type) {
+	case *recordpb.Record_Exec:
+		return b.Exec
+	case *recordpb.Record_Fork:
+		return b.Fork
+	case *recordpb.Record_Exit:
+		return b.Exit
+	case *recordpb.Record_Connect:
+		return b.Connect
+	case *recordpb.Record_SocketCreate:
+		return b.SocketCreate
+	case *recordpb.Record_UnixConnect:
+		return b.UnixConnect
+	}
+	return nil
+}
+
+// IsControl reports whether r is a control record: one the daemon wrote
+// about its own decisions rather than about a kernel event. Gap records
+// count as control records.
+func IsControl(r *recordpb.Record) bool {
+	return r.GetBody() != nil && KernelAction(r) == nil
+}
+
+// SessionID returns the session r belongs to, or "" for records of the
+// daemon as a whole.
+func SessionID(r *recordpb.Record) string {
+	if a := KernelAction(r); a != nil {
+		return a.GetSessionId()
+	}
+	switch b := r.GetBody().(type) {
+	case *recordpb.Record_SessionOpen:
+		return b.SessionOpen.GetSessionId()
+	case *recordpb.Record_SessionClose:
+		return b.SessionClose.GetSessionId()
+	case *recordpb.Record_IntentChange:
+		return b.IntentChange.GetSessionId()
+	case *recordpb.Record_Escalation:
+		return b.Escalation.GetSessionId()
+	case *recordpb.Record_Approval:
+		return b.Approval.GetSessionId()
+	case *recordpb.Record_HostResolution:
+		return b.HostResolution.GetSessionId()
+	case *recordpb.Record_ExecRefresh:
+		return b.ExecRefresh.GetSessionId()
+	}
+	return ""
+}
+
+// VerdictName returns the lowercase name of v ("allow", "lsm_denied"), or
+// "" when v is unspecified.
+func VerdictName(v recordpb.Verdict) string {
+	if v == recordpb.Verdict_VERDICT_UNSPECIFIED {
+		return ""
+	}
+	return strings.ToLower(strings.TrimPrefix(v.String(), "VERDICT_"))
+}
+
+// StrengthName returns the lowercase name of s ("svid", "attested",
+// "bearer"), or "" when s is unspecified.
+func StrengthName(s recordpb.Strength) string {
+	if s == recordpb.Strength_STRENGTH_UNSPECIFIED {
+		return ""
+	}
+	return strings.ToLower(strings.TrimPrefix(s.String(), "STRENGTH_"))
+}
