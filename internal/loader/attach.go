@@ -27,6 +27,7 @@ func (l *Loader) load() error {
 	if err := netSpec.Assign(&ns); err != nil {
 		return fmt.Errorf("assign net specs: %w", err)
 	}
+	l.sizeRings(ns.EventsRing, ns.DenialsRing)
 	l.v4Inner = ns.V4RulesMap.InnerMap.Copy()
 	l.v6Inner = ns.V6RulesMap.InnerMap.Copy()
 	if err := netSpec.LoadAndAssign(&l.net, pinned); err != nil {
@@ -41,6 +42,7 @@ func (l *Loader) load() error {
 	if err := execSpec.Assign(&es); err != nil {
 		return fmt.Errorf("assign exec specs: %w", err)
 	}
+	l.sizeRings(es.EventsRing, es.DenialsRing)
 	level, err := cgroup.Level(l.opts.CgroupRoot)
 	if err != nil {
 		return err
@@ -55,12 +57,32 @@ func (l *Loader) load() error {
 	if !l.features.UnixHooks {
 		return nil
 	}
+	unixSpec, err := loadUnix()
+	if err != nil {
+		return err
+	}
+	var us unixSpecs
+	if err := unixSpec.Assign(&us); err != nil {
+		return fmt.Errorf("assign unix specs: %w", err)
+	}
+	l.sizeRings(us.EventsRing, us.DenialsRing)
 	l.unix = new(unixObjects)
-	if err := loadUnixObjects(l.unix, pinned); err != nil {
+	if err := unixSpec.LoadAndAssign(l.unix, pinned); err != nil {
 		l.unix = nil
 		return fmt.Errorf("load unix socket programs: %w", err)
 	}
 	return nil
+}
+
+// sizeRings applies the configured ring sizes to one object's copies of
+// the shared rings, so that every object matches the pinned maps.
+func (l *Loader) sizeRings(events, denials *ebpf.MapSpec) {
+	if n := l.opts.EventsRingBytes; n != 0 {
+		events.MaxEntries = n
+	}
+	if n := l.opts.DenialsRingBytes; n != 0 {
+		denials.MaxEntries = n
+	}
 }
 
 type cgroupHook struct {

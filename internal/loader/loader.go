@@ -41,6 +41,10 @@ type Options struct {
 	// MaxPaths bounds each session's unix socket paths and executables
 	// (each). Zero means 1024.
 	MaxPaths int
+	// EventsRingBytes and DenialsRingBytes size the two event rings: a
+	// power of two, at least a page. Zero keeps the built-in sizes (16 MiB
+	// and 4 MiB). Pinned rings keep the size they were created with.
+	EventsRingBytes, DenialsRingBytes uint32
 }
 
 // Loader holds idend's loaded programs and maps. It is safe for concurrent
