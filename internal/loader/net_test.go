@@ -177,8 +177,8 @@ network:
   raw_sockets: true
 `)
 	cases := map[string]string{
-		"raw icmp":    "socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)",
-		"raw icmpv6":  "socket.socket(socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_ICMPV6)",
+		"raw icmp":   "socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)",
+		"raw icmpv6": "socket.socket(socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_ICMPV6)",
 		// UDP-Lite is sent through udp_sendmsg but is no protocol an
 		// intent names.
 		"udplite": "socket.socket(socket.AF_INET, socket.SOCK_DGRAM, socket.IPPROTO_UDPLITE)",

@@ -234,9 +234,9 @@ func protoNumber(p intent.Proto) uint8 {
 
 func mode(m intent.Mode) uint32 {
 	switch m {
-	case intent.Escalate:
+	case intent.ModeEscalate:
 		return uint32(netIdendModeMODE_ESCALATE)
-	case intent.Audit:
+	case intent.ModeAudit:
 		return uint32(netIdendModeMODE_AUDIT)
 	}
 	return uint32(netIdendModeMODE_BLOCK)
