@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
-	"google.golang.org/protobuf/proto"
 
 	"github.com/idend/idend/internal/events/recordpb"
 )
@@ -123,9 +122,8 @@ type segmentState struct {
 // concurrent use. Close it to make every record durable and seal the
 // recording.
 type Recorder struct {
-	dir     string
-	opts    RecorderOptions
-	marshal proto.MarshalOptions
+	dir  string
+	opts RecorderOptions
 
 	mu         sync.Mutex
 	file       *os.File
@@ -271,7 +269,7 @@ func (rec *Recorder) appendLocked(r *recordpb.Record, now time.Time) error {
 	start := len(rec.buf)
 	rec.buf = append(rec.buf, make([]byte, frameHeaderSize)...)
 	copy(rec.buf[start+8:], rec.hash[:])
-	buf, err := rec.marshal.MarshalAppend(rec.buf, r)
+	buf, err := marshalRecord(rec.buf, r)
 	if err != nil {
 		rec.buf = rec.buf[:start]
 		return fmt.Errorf("marshal record %d: %w", r.Seq, err)

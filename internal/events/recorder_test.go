@@ -1,6 +1,12 @@
 package events
 
 import (
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"time"
+
 	"testing"
 
 	"google.golang.org/protobuf/proto"
@@ -51,5 +57,166 @@ func TestRoundTripEveryKind(t *testing.T) {
 		if !proto.Equal(got[i], want[i]) {
 			t.Errorf("record %d (%s) changed:\n got %v\nwant %v", i, Kind(want[i]), got[i], want[i])
 		}
+	}
+}
+
+func TestConcurrentAppend(t *testing.T) {
+	dir := t.TempDir()
+	rec := openTestRecorder(t, dir, RecorderOptions{MaxSegmentBytes: 64 << 10})
+	const writers, each = 8, 2000
+	var wg sync.WaitGroup
+	seqs := make([][]uint64, writers)
+	for w := range writers {
+		wg.Go(func() {
+			for i := range each {
+				r := connectRecord(fmt.Sprintf("s%d", w), []byte{10, byte(w), byte(i >> 8), byte(i)},
+					uint32(i), recordpb.Verdict_VERDICT_ALLOW)
+				seq, err := rec.Append(r)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				seqs[w] = append(seqs[w], seq)
+			}
+		})
+	}
+	wg.Wait()
+	if err := rec.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	rep, err := Verify(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.Records != writers*each {
+		t.Fatalf("%d records, want %d", rep.Records, writers*each)
+	}
+	// Each writer's records are in the order it appended them.
+	got := readAll(t, dir)
+	for w := range writers {
+		for i, seq := range seqs[w] {
+			c := got[seq-1].GetConnect()
+			if c.GetSessionId() != fmt.Sprintf("s%d", w) || c.GetPort() != uint32(i) {
+				t.Fatalf("record %d is %v, want writer %d's record %d", seq, c, w, i)
+			}
+		}
+	}
+}
+
+func TestRotateByAge(t *testing.T) {
+	dir := t.TempDir()
+	rec := openTestRecorder(t, dir, RecorderOptions{MaxSegmentAge: time.Nanosecond})
+	for range 5 {
+		mustAppend(t, rec, connectRecord("s1", []byte{1, 2, 3, 4}, 1, recordpb.Verdict_VERDICT_ALLOW))
+		time.Sleep(time.Millisecond)
+	}
+	if err := rec.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(segmentPaths(t, dir)); n != 5 {
+		t.Errorf("%d segments, want one per record", n)
+	}
+	if _, err := Verify(dir); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestRecordTooLarge(t *testing.T) {
+	dir := t.TempDir()
+	rec := openTestRecorder(t, dir, RecorderOptions{})
+	defer rec.Close()
+	big := &recordpb.Record{Body: &recordpb.Record_Exec{Exec: &recordpb.Exec{
+		Argv: []string{strings.Repeat("x", MaxRecordSize)}}}}
+	if _, err := rec.Append(big); !errors.Is(err, ErrRecordTooLarge) {
+		t.Fatalf("Append = %v, want ErrRecordTooLarge", err)
+	}
+	// Nothing was appended: the next record takes seq 1.
+	if seq, err := rec.Append(connectRecord("s1", []byte{1, 1, 1, 1}, 1, 1)); seq != 1 || err != nil {
+		t.Fatalf("Append = %d, %v; want 1", seq, err)
+	}
+}
+
+func TestAppendAfterClose(t *testing.T) {
+	rec := openTestRecorder(t, t.TempDir(), RecorderOptions{})
+	if err := rec.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := rec.Append(connectRecord("s1", []byte{1, 1, 1, 1}, 1, 1)); !errors.Is(err, ErrClosed) {
+		t.Fatalf("Append after Close = %v, want ErrClosed", err)
+	}
+	if err := rec.Close(); err != nil {
+		t.Fatalf("second Close: %v", err)
+	}
+}
+
+func TestFsyncPolicyNames(t *testing.T) {
+	for _, p := range []FsyncPolicy{FsyncControl, FsyncAlways, FsyncInterval} {
+		got, err := ParseFsyncPolicy(p.String())
+		if err != nil || got != p {
+			t.Errorf("ParseFsyncPolicy(%q) = %v, %v", p, got, err)
+		}
+	}
+	if _, err := ParseFsyncPolicy("sometimes"); err == nil {
+		t.Error("ParseFsyncPolicy accepted an unknown name")
+	}
+}
+
+func TestControlRecordsReachTheFile(t *testing.T) {
+	// Under the default policy, a control record is on disk when Append
+	// returns; kernel records may still be buffered.
+	dir := t.TempDir()
+	rec := openTestRecorder(t, dir, RecorderOptions{FsyncInterval: time.Hour})
+	defer rec.Close()
+	mustAppend(t, rec, connectRecord("s1", []byte{1, 1, 1, 1}, 1, 1))
+	if got, _ := tryReadAll(dir); len(got) != 0 {
+		t.Fatalf("kernel record written before the buffer filled: %d records", len(got))
+	}
+	mustAppend(t, rec, sampleRecords()[1])
+	if got := readAll(t, dir); len(got) != 2 {
+		t.Fatalf("%d records on disk after a control record, want 2", len(got))
+	}
+}
+
+func TestSubscribe(t *testing.T) {
+	rec := openTestRecorder(t, t.TempDir(), RecorderOptions{})
+	fast, cancelFast := rec.Subscribe(100)
+	defer cancelFast()
+	slow, cancelSlow := rec.Subscribe(2)
+
+	for i := range 10 {
+		mustAppend(t, rec, connectRecord("s1", []byte{1, 1, 1, byte(i)}, 1, 1))
+	}
+	for i := range 10 {
+		if r := <-fast; r.Seq != uint64(i+1) {
+			t.Fatalf("fast subscriber got record %d, want %d", r.Seq, i+1)
+		}
+	}
+	// The slow one got the first two, then learns what it missed.
+	<-slow
+	<-slow
+	mustAppend(t, rec, connectRecord("s1", []byte{1, 1, 1, 11}, 1, 1))
+	gap := (<-slow).GetGap()
+	if gap.GetCount() != 8 || gap.GetFirstSeq() != 2 || gap.GetLastSeq() != 11 ||
+		gap.GetReason() != SubscriberGapReason {
+		t.Fatalf("slow subscriber got %v, want a gap of records 3 to 10", gap)
+	}
+	if r := <-slow; r.Seq != 11 {
+		t.Fatalf("slow subscriber got record %d after the gap, want 11", r.Seq)
+	}
+	if st := rec.Stats(); st.SubscriberDrops != 8 || st.Seq != 11 {
+		t.Errorf("stats %+v, want 8 drops", st)
+	}
+
+	cancelSlow()
+	if _, ok := <-slow; ok {
+		t.Error("cancelled subscription still open")
+	}
+	if err := rec.Close(); err != nil {
+		t.Fatal(err)
+	}
+	<-fast
+	if _, ok := <-fast; ok {
+		t.Error("subscription open after Close")
 	}
 }

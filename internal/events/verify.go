@@ -105,7 +105,7 @@ func Verify(dir string) (Report, error) {
 	}
 
 	for i, s := range segs {
-		if err := v.segment(s, i == 0); err != nil {
+		if err := v.segment(s, i == 0, i == len(segs)-1); err != nil {
 			return v.rep, err
 		}
 	}
@@ -125,6 +125,8 @@ type verifier struct {
 	seq   uint64
 	hash  [32]byte
 	end   int64
+	// size is the size of the last segment while it is walked, else -1.
+	size int64
 
 	sealHash  *[32]byte
 	firstPrev segmentHeader
@@ -137,12 +139,16 @@ func (v *verifier) fail(off int64, seq uint64, p Problem, format string, args ..
 }
 
 // segment checks one segment file.
-func (v *verifier) segment(s segmentFile, first bool) error {
+func (v *verifier) segment(s segmentFile, first, last bool) error {
 	f, err := os.Open(s.Path)
 	if err != nil {
 		return fmt.Errorf("open segment: %w", err)
 	}
 	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return fmt.Errorf("open segment: %w", err)
+	}
 
 	v.file = s.Path
 	h, err := readSegmentHeader(f)
@@ -167,6 +173,10 @@ func (v *verifier) segment(s segmentFile, first bool) error {
 
 	v.index = h.Index
 	v.rep.Segments++
+	v.size = fi.Size()
+	if !last {
+		v.size = -1
+	}
 	return v.frames(newFrameReader(f, segmentHeaderSize))
 }
 
@@ -232,6 +242,11 @@ func (v *verifier) frames(fr *frameReader) error {
 func (v *verifier) frameError(off int64, err error) error {
 	if errors.Is(err, errTorn) {
 		return v.fail(off, v.seq+1, ProblemTruncated, "%v", err)
+	}
+	if errors.Is(err, errLength) && v.size >= 0 && v.size-off <= frameHeaderSize+MaxRecordSize {
+		// What a crash leaves: the next start of the recorder seals it.
+		return v.fail(off, v.seq+1, ProblemTruncated,
+			"%d unreadable bytes end the recording (a torn write)", v.size-off)
 	}
 	if isFrameError(err) {
 		return v.fail(off, v.seq+1, ProblemEdited, "%v", err)

@@ -24,7 +24,7 @@ func buildRecording(t *testing.T, dir string, n int, opts RecorderOptions) {
 			if err := rec.Close(); err != nil {
 				t.Fatal(err)
 			}
-			opts.MaxSegmentBytes = 1 << 20
+			opts.MaxSegmentBytes = 0
 			rec = openTestRecorder(t, dir, opts)
 		}
 		mustAppend(t, rec, connectRecord("s1", []byte{10, 0, byte(i >> 8), byte(i)}, 443,
