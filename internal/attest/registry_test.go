@@ -93,8 +93,10 @@ func TestSelectorInvalid(t *testing.T) {
 
 func TestRegistryMatch(t *testing.T) {
 	r, err := NewRegistry([]Entry{
-		{SPIFFEID: "spiffe://example.org/python", Selectors: []string{"unix:uid:1001", "unix:path:/usr/bin/python3.11"}},
-		{SPIFFEID: "spiffe://example.org/other", Selectors: []string{"unix:uid:1001", "unix:path:/usr/bin/git"}},
+		{SPIFFEID: "spiffe://example.org/python",
+			Selectors: []string{"unix:uid:1001", "unix:path:/usr/bin/python3.11"}},
+		{SPIFFEID: "spiffe://example.org/other",
+			Selectors: []string{"unix:uid:1001", "unix:path:/usr/bin/git"}},
 		{SPIFFEID: "spiffe://example.org/python", Selectors: []string{"unix:sha256:" + sumA}},
 	})
 	if err != nil {
@@ -110,7 +112,8 @@ func TestRegistryMatch(t *testing.T) {
 	}
 
 	ident, err := r.Identity(facts)
-	if err != nil || ident.Strength != StrengthAttested || ident.SPIFFEID != id.String() || ident.Facts != facts {
+	if err != nil || ident.Strength != StrengthAttested || ident.SPIFFEID != id.String() ||
+		ident.Facts != facts {
 		t.Errorf("identity %+v, %v", ident, err)
 	}
 

@@ -111,7 +111,8 @@ func TestVerifyX509(t *testing.T) {
 		msg  string
 	}{
 		{"expired", expired, expired.PrivateKey, ErrExpired, "svid expired"},
-		{"wrong trust domain", otherTD, otherTD.PrivateKey, ErrTrustDomain, `no trust bundle for "evil.org"`},
+		{"wrong trust domain", otherTD, otherTD.PrivateKey, ErrTrustDomain,
+			`no trust bundle for "evil.org"`},
 		{"untrusted chain", untrusted, untrusted.PrivateKey, ErrUntrusted, "not signed by trust bundle"},
 		{"wrong key", valid, newECKey(t), ErrProof, "challenge not signed by the svid's key"},
 	}
@@ -190,7 +191,8 @@ func TestVerifyTrustDomainsConfigured(t *testing.T) {
 	_, err := v.VerifyX509(chainDER(svid), c, sig)
 	checkRefused(t, err, ErrTrustDomain)
 
-	token := partner.SignJWT(t, "spiffe://partner.org/agent", []string{"idend"}, time.Now().Add(time.Hour))
+	hour := time.Now().Add(time.Hour)
+	token := partner.SignJWT(t, "spiffe://partner.org/agent", []string{"idend"}, hour)
 	_, err = v.VerifyJWT(token)
 	checkRefused(t, err, ErrTrustDomain)
 }
@@ -275,7 +277,8 @@ func TestSignChallengeKeyTypes(t *testing.T) {
 		if err := verifyChallenge(key.Public(), challenge, sig); err != nil {
 			t.Errorf("%s: own signature refused: %v", name, err)
 		}
-		if err := verifyChallenge(key.Public(), ChallengeDigest(challenge), sig); !errors.Is(err, ErrProof) {
+		err = verifyChallenge(key.Public(), ChallengeDigest(challenge), sig)
+		if !errors.Is(err, ErrProof) {
 			t.Errorf("%s: signature over another challenge accepted: %v", name, err)
 		}
 		for other, okey := range keys {
