@@ -7,4 +7,11 @@
 // Every identity carries its Strength: svid (verified against the trust
 // bundle), attested (kernel facts matched by a registration entry) or bearer
 // (only a fingerprint of a copyable secret).
+//
+// Opening a session with an X.509-SVID takes one round trip: the daemon
+// hands the launcher a challenge from Verifier.NewChallenge, the launcher
+// answers with its SVID chain and SignChallenge's signature made with the
+// SVID key, and Verifier.VerifyX509 checks both. The SVID's SPIFFE ID must
+// then agree with the registry's match for the launching process
+// (CheckConsistent). Executables change on exec: attest again after each.
 package attest

@@ -10,7 +10,17 @@ import (
 )
 
 // Entry is a registration entry of the configuration: a process whose facts
-// satisfy every selector is given the SPIFFE ID.
+// satisfy every selector is given the SPIFFE ID. Selectors use SPIRE's
+// vocabulary:
+//
+//	unix:uid:N        effective uid
+//	unix:gid:N        effective or supplementary gid
+//	unix:user:NAME    user of the effective uid
+//	unix:group:NAME   effective or supplementary group
+//	unix:path:/abs    executable path
+//	unix:sha256:HEX   sha256 of the executable
+//	cgroup:path:/dir  cgroup v2 path, that directory or below it
+//	container:id:ID   container id (64 hex digits)
 type Entry struct {
 	SPIFFEID  string   `yaml:"spiffe_id" json:"spiffe_id"`
 	Selectors []string `yaml:"selectors" json:"selectors"`
