@@ -64,8 +64,8 @@ type AttesterConfig struct {
 }
 
 // Attester reads kernel-attested facts about processes. It caches the
-// sha256 of executables by device, inode, size and times. It is safe for
-// concurrent use.
+// sha256 of executables by device, inode, size and times. It needs Linux
+// 5.3 or later (pidfd_open). It is safe for concurrent use.
 type Attester struct {
 	cgroupMount string
 	maxParents  int
@@ -311,7 +311,7 @@ func openPidfd(pid int) (int, error) {
 		return -1, fmt.Errorf("pid %d: %w", pid, unix.EINVAL)
 	}
 
-	fd, err := unix.PidfdOpen(pid, unix.PIDFD_NONBLOCK)
+	fd, err := unix.PidfdOpen(pid, 0)
 	if errors.Is(err, unix.ESRCH) {
 		return -1, fmt.Errorf("open pidfd of %d: %w", pid, ErrProcessGone)
 	}
