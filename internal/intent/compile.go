@@ -123,6 +123,7 @@ func Compile(in *Intent, hosts map[string][]netip.Addr, files map[string]FileID)
 	c.Unix = slices.Compact(slices.Sorted(slices.Values(in.Unix)))
 	missing := c.addExecFiles(in.Exec.Paths, files)
 	c.Unresolved = append(unresolved, missing...)
+	slices.Sort(c.Unresolved)
 	if err := DefaultLimits.Check(c); err != nil {
 		return nil, fmt.Errorf("compile %s: %w", in.Name, err)
 	}

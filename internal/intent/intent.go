@@ -106,16 +106,16 @@ type Mode uint8
 
 // Modes, from the strictest to the loosest.
 const (
-	// Block denies the action and records it.
-	Block Mode = iota
-	// Escalate denies the action and raises an escalation an operator
+	// ModeBlock denies the action and records it.
+	ModeBlock Mode = iota
+	// ModeEscalate denies the action and raises an escalation an operator
 	// can approve.
-	Escalate
-	// Audit allows the action and records it as outside the intent.
-	Audit
+	ModeEscalate
+	// ModeAudit allows the action and records it as outside the intent.
+	ModeAudit
 )
 
-var modeNames = []string{Block: "block", Escalate: "escalate", Audit: "audit"}
+var modeNames = []string{ModeBlock: "block", ModeEscalate: "escalate", ModeAudit: "audit"}
 
 // String returns the word an intent file uses for m.
 func (m Mode) String() string {
@@ -125,7 +125,7 @@ func (m Mode) String() string {
 	return fmt.Sprintf("mode(%d)", uint8(m))
 }
 
-func (m Mode) valid() bool { return m <= Audit }
+func (m Mode) valid() bool { return m <= ModeAudit }
 
 // parseMode returns the Mode named s.
 func parseMode(s string) (Mode, bool) {

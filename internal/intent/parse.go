@@ -71,7 +71,7 @@ func (p *parser) intent(data []byte) *Intent {
 		return nil
 	}
 
-	in := &Intent{TTL: DefaultTTL, OnViolation: Block, Exec: ExecPolicy{Any: true}}
+	in := &Intent{TTL: DefaultTTL, OnViolation: ModeBlock, Exec: ExecPolicy{Any: true}}
 	in.Name = p.required(root, f, "name", checkName)
 	in.Purpose = strings.TrimSpace(p.required(root, f, "purpose", checkPurpose))
 	if s, ok := p.scalar(f["ttl"], "ttl", "a duration, like 30m"); ok {

@@ -19,7 +19,7 @@ func TestParseDefaults(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if in.TTL != time.Hour || in.OnViolation != Block || !in.Exec.Any || in.RawSockets ||
+	if in.TTL != time.Hour || in.OnViolation != ModeBlock || !in.Exec.Any || in.RawSockets ||
 		len(in.Egress) != 0 || len(in.Unix) != 0 {
 		t.Errorf("defaults: %+v", in)
 	}
@@ -66,7 +66,7 @@ exec:
 		Name:        "payments-retry-analysis",
 		Purpose:     "analyze retry patterns in the payments service",
 		TTL:         30 * time.Minute,
-		OnViolation: Escalate,
+		OnViolation: ModeEscalate,
 		Egress: []Rule{
 			{To: "10.20.0.0/16", Prefix: netip.MustParsePrefix("10.20.0.0/16"),
 				Ports: []PortRange{{443, 443}, {5432, 5433}}, Protocol: ProtoTCP},
