@@ -14,14 +14,14 @@ import (
 //
 //	header: magic "IDNDSEG\x00" | format u16 | flags u16 | reserved u32 |
 //	        index u64 | prev_seq u64 | prev_hash [32] | created_ns i64 |
-//	        crc32c u32 | reserved u32                        (80 bytes)
+//	        reserved u32 | crc32c u32                        (80 bytes)
 //	frame:  length u32 | crc32c u32 | hash [32] | payload [length]
 //
 // All integers are little endian. A frame's payload is a marshalled
 // recordpb.Record; its hash is SHA-256(previous hash || payload), where the
 // previous hash of a segment's first frame is the header's prev_hash. The
 // frame checksum covers length, hash and payload; the header checksum
-// covers the bytes before it.
+// covers every header byte before it. Reserved bytes are zero.
 const (
 	segmentMagic      = "IDNDSEG\x00"
 	segmentFormat     = 1
@@ -61,7 +61,7 @@ func (h *segmentHeader) marshal() []byte {
 	binary.LittleEndian.PutUint64(b[24:], h.PrevSeq)
 	copy(b[32:64], h.PrevHash[:])
 	binary.LittleEndian.PutUint64(b[64:], uint64(h.CreatedNs))
-	binary.LittleEndian.PutUint32(b[72:], crc32.Checksum(b[:72], castagnoli))
+	binary.LittleEndian.PutUint32(b[76:], crc32.Checksum(b[:76], castagnoli))
 	return b
 }
 
@@ -72,7 +72,7 @@ func (h *segmentHeader) unmarshal(b []byte) error {
 	if string(b[:8]) != segmentMagic {
 		return errHeaderMagic
 	}
-	if crc32.Checksum(b[:72], castagnoli) != binary.LittleEndian.Uint32(b[72:]) {
+	if crc32.Checksum(b[:76], castagnoli) != binary.LittleEndian.Uint32(b[76:]) {
 		return errHeaderCRC
 	}
 	if v := binary.LittleEndian.Uint16(b[8:]); v != segmentFormat {
