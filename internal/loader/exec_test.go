@@ -1,0 +1,451 @@
+package loader
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+	"unsafe"
+
+	"github.com/cilium/ebpf/ringbuf"
+
+	"github.com/idend/idend/internal/intent"
+)
+
+// tracer is an env whose rings the test reads.
+type tracer struct {
+	*env
+	events, denials *ringbuf.Reader
+}
+
+func newTracer(t *testing.T) *tracer {
+	t.Helper()
+	e := newEnv(t, Options{})
+	events, denials, err := e.l.Rings()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		events.Close()
+		denials.Close()
+	})
+	return &tracer{env: e, events: events, denials: denials}
+}
+
+// records holds decoded ring records.
+type records struct {
+	execs []netExecEvent
+	forks []netForkEvent
+	exits []netExitEvent
+	nets  []netNetEvent
+}
+
+// read drains both rings and decodes what they held. Every record of a
+// process that has been waited for is in a ring by then: the kernel writes
+// them before the process's parent is told it exited.
+func (tr *tracer) read() *records {
+	tr.t.Helper()
+	r := &records{}
+	for _, rd := range []*ringbuf.Reader{tr.events, tr.denials} {
+		for {
+			rd.SetDeadline(time.Now().Add(30 * time.Millisecond))
+			rec, err := rd.Read()
+			if errors.Is(err, os.ErrDeadlineExceeded) {
+				break
+			}
+			if err != nil {
+				tr.t.Fatal(err)
+			}
+			r.add(tr.t, rec.RawSample)
+		}
+	}
+	return r
+}
+
+func (r *records) add(t *testing.T, raw []byte) {
+	t.Helper()
+	var h netEventHeader
+	if !decode(raw, &h) {
+		t.Fatalf("record of %d bytes", len(raw))
+	}
+	ok := true
+	switch netIdendEventKind(h.Kind) {
+	case netIdendEventKindEVENT_EXEC:
+		r.execs = append(r.execs, netExecEvent{})
+		ok = decode(raw, &r.execs[len(r.execs)-1])
+	case netIdendEventKindEVENT_FORK:
+		r.forks = append(r.forks, netForkEvent{})
+		ok = decode(raw, &r.forks[len(r.forks)-1])
+	case netIdendEventKindEVENT_EXIT:
+		r.exits = append(r.exits, netExitEvent{})
+		ok = decode(raw, &r.exits[len(r.exits)-1])
+	case netIdendEventKindEVENT_CONNECT, netIdendEventKindEVENT_SENDMSG:
+		r.nets = append(r.nets, netNetEvent{})
+		ok = decode(raw, &r.nets[len(r.nets)-1])
+	}
+	if !ok {
+		t.Fatalf("record of kind %d: %d bytes, too short", h.Kind, len(raw))
+	}
+}
+
+// decode copies a record into the generated struct v.
+func decode[T any](raw []byte, v *T) bool {
+	if len(raw) < int(unsafe.Sizeof(*v)) {
+		return false
+	}
+	*v = *(*T)(unsafe.Pointer(&raw[0]))
+	return true
+}
+
+// exec returns the last exec record of process pid.
+func (r *records) exec(pid int) *netExecEvent {
+	for i := len(r.execs) - 1; i >= 0; i-- {
+		if r.execs[i].Hdr.Pid == uint32(pid) {
+			return &r.execs[i]
+		}
+	}
+	return nil
+}
+
+// exit returns the exit record of process pid.
+func (r *records) exit(pid int) *netExitEvent {
+	for i := range r.exits {
+		if r.exits[i].Hdr.Pid == uint32(pid) {
+			return &r.exits[i]
+		}
+	}
+	return nil
+}
+
+func bytesOf(s []int8) []byte {
+	return unsafe.Slice((*byte)(unsafe.Pointer(unsafe.SliceData(s))), len(s))
+}
+
+func cstring(s []int8) string {
+	b := bytesOf(s)
+	if i := bytes.IndexByte(b, 0); i >= 0 {
+		b = b[:i]
+	}
+	return string(b)
+}
+
+// path returns the resolved path: the last PathLen bytes of Path.
+func (ev *netExecEvent) path() string {
+	b := bytesOf(ev.Path[:])
+	if int(ev.PathLen) > len(b) {
+		return fmt.Sprintf("<path_len %d>", ev.PathLen)
+	}
+	return string(b[len(b)-int(ev.PathLen):])
+}
+
+func (ev *netExecEvent) argv() []string {
+	if int(ev.ArgvLen) > len(ev.Argv) {
+		return []string{fmt.Sprintf("<argv_len %d>", ev.ArgvLen)}
+	}
+	s := string(bytesOf(ev.Argv[:ev.ArgvLen]))
+	return strings.Split(strings.TrimSuffix(s, "\x00"), "\x00")
+}
+
+func (ev *netExecEvent) has(f netIdendEventFlag) bool { return ev.Hdr.Flags&uint32(f) != 0 }
+
+// proc is a program that ran in a session and ended.
+type proc struct {
+	pid    int
+	out    string
+	status syscall.WaitStatus
+}
+
+func (p proc) killed() bool { return p.status.Signaled() && p.status.Signal() == syscall.SIGKILL }
+
+func (p proc) String() string {
+	if p.status.Signaled() {
+		return fmt.Sprintf("pid %d killed by %v, output %q", p.pid, p.status.Signal(), p.out)
+	}
+	return fmt.Sprintf("pid %d exit %d, output %q", p.pid, p.status.ExitStatus(), p.out)
+}
+
+// spawn execs argv[0] as given (relative to cwd when relative) in the
+// session cgroup dir and waits for it.
+func spawn(t *testing.T, dir, cwd string, argv ...string) proc {
+	t.Helper()
+	fd, err := syscall.Open(dir, syscall.O_DIRECTORY|syscall.O_RDONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer syscall.Close(fd)
+
+	var out bytes.Buffer
+	cmd := &exec.Cmd{Path: argv[0], Args: argv, Dir: cwd, Stdout: &out, Stderr: &out}
+	cmd.SysProcAttr = &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: fd}
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("start %s: %v", argv[0], err)
+	}
+	err = cmd.Wait()
+	var ee *exec.ExitError
+	if err != nil && !errors.As(err, &ee) {
+		t.Fatalf("wait %s: %v", argv[0], err)
+	}
+	return proc{pid: cmd.Process.Pid, out: out.String(), status: cmd.ProcessState.Sys().(syscall.WaitStatus)}
+}
+
+// execIntent is an intent allowing exactly the programs at paths.
+func execIntent(paths ...string) string {
+	q := make([]string, len(paths))
+	for i, p := range paths {
+		q[i] = fmt.Sprintf("%q", p)
+	}
+	return fmt.Sprintf("name: exec\npurpose: run some programs\nexec:\n  allow: [%s]\n", strings.Join(q, ", "))
+}
+
+// execFixture holds programs in a temporary directory. Each program's
+// first action creates the file named by its last argument.
+type execFixture struct {
+	dir      string // the temporary directory, symlinks resolved
+	bin      string // dir/bin
+	tool     string // a copy of touch
+	copy     string // another copy of touch
+	hardlink string // a hard link of tool
+	symTool  string // a relative symlink to tool
+	symCopy  string // an absolute symlink to copy
+	shScript string // a shell script: #!/bin/sh
+	pyScript string // a python script: #!/usr/bin/python3
+	bbTouch  string // a symlink "touch" to busybox
+	bbSh     string // a symlink "sh" to busybox
+}
+
+const (
+	loaderPath  = "/lib64/ld-linux-x86-64.so.2"
+	busyboxPath = "/bin/busybox"
+	touchPath   = "/usr/bin/touch"
+	shPath      = "/bin/sh"
+	python3Path = "/usr/bin/python3"
+)
+
+func newExecFixture(t *testing.T) *execFixture {
+	t.Helper()
+	for _, p := range []string{loaderPath, busyboxPath, touchPath, shPath, python3Path} {
+		if _, err := os.Stat(p); err != nil {
+			t.Skipf("needs %s: %v", p, err)
+		}
+	}
+	dir, err := filepath.EvalSymlinks(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Others must be able to traverse into the programs' directories.
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	bin := filepath.Join(dir, "bin")
+	f := &execFixture{
+		dir: dir, bin: bin,
+		tool: filepath.Join(bin, "tool"), copy: filepath.Join(bin, "copy"),
+		hardlink: filepath.Join(bin, "hardlink"),
+		symTool:  filepath.Join(bin, "sym-tool"), symCopy: filepath.Join(bin, "sym-copy"),
+		shScript: filepath.Join(bin, "script.sh"), pyScript: filepath.Join(bin, "script.py"),
+		bbTouch: filepath.Join(bin, "touch"), bbSh: filepath.Join(bin, "sh"),
+	}
+	must(t, os.Mkdir(bin, 0o755))
+	copyFile(t, touchPath, f.tool)
+	copyFile(t, touchPath, f.copy)
+	must(t, os.Link(f.tool, f.hardlink))
+	must(t, os.Symlink("tool", f.symTool))
+	must(t, os.Symlink(f.copy, f.symCopy))
+	must(t, os.WriteFile(f.shScript, []byte("#!/bin/sh\n: > \"$1\"\n"), 0o755))
+	must(t, os.WriteFile(f.pyScript, []byte("#!/usr/bin/python3\nimport sys\nopen(sys.argv[1], 'w')\n"), 0o755))
+	must(t, os.Symlink(busyboxPath, f.bbTouch))
+	must(t, os.Symlink(busyboxPath, f.bbSh))
+	return f
+}
+
+func must(t *testing.T, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+func copyFile(t *testing.T, from, to string) {
+	t.Helper()
+	src, err := os.Open(from)
+	must(t, err)
+	defer src.Close()
+	dst, err := os.OpenFile(to, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o755)
+	must(t, err)
+	if _, err := io.Copy(dst, src); err != nil {
+		t.Fatal(err)
+	}
+	must(t, dst.Close())
+}
+
+func resolved(t *testing.T, p string) string {
+	t.Helper()
+	r, err := filepath.EvalSymlinks(p)
+	must(t, err)
+	return r
+}
+
+func fileID(t *testing.T, p string) intent.FileID {
+	t.Helper()
+	id, err := intent.FileIDOf(p)
+	must(t, err)
+	return id
+}
+
+// execCase is one exec in a session allowing the programs in allow: argv
+// plus a marker file that the program creates if it runs.
+type execCase struct {
+	name  string
+	allow []string
+	cwd   string
+	argv  []string
+	ran   bool
+	// file is the file the kernel executes, whose (dev, ino) and path
+	// are on the record; path overrides its resolved path.
+	file, path string
+	// recArgv is the argv on the record, when it differs from argv.
+	recArgv []string
+}
+
+func execCases(f *execFixture) []execCase {
+	script := func(interp, script string) []string { return []string{interp, script} }
+	return []execCase{
+		{name: "allowed", allow: []string{f.tool}, argv: []string{f.tool}, ran: true, file: f.tool},
+		{name: "symlink to allowed", allow: []string{f.tool}, argv: []string{f.symTool}, ran: true, file: f.tool},
+		{name: "symlink to forbidden", allow: []string{f.tool}, argv: []string{f.symCopy}, file: f.copy},
+		{name: "relative path", allow: []string{f.tool}, cwd: f.bin, argv: []string{"./tool"}, ran: true, file: f.tool},
+		{name: "relative path to forbidden", allow: []string{f.tool}, cwd: f.bin, argv: []string{"./copy"}, file: f.copy},
+		{name: "relative dotdot", allow: []string{f.tool}, cwd: f.bin, argv: []string{"../bin/./tool"}, ran: true, file: f.tool},
+		{name: "hardlink of allowed", allow: []string{f.tool}, argv: []string{f.hardlink}, ran: true, file: f.hardlink},
+		{name: "allowed by its other link", allow: []string{f.hardlink}, argv: []string{f.tool}, ran: true, file: f.tool},
+		{name: "copy of allowed", allow: []string{f.tool}, argv: []string{f.copy}, file: f.copy},
+		{
+			name: "shebang, interpreter forbidden", allow: []string{f.tool, f.shScript},
+			argv: []string{f.shScript}, file: shPath, recArgv: script(shPath, f.shScript),
+		},
+		{
+			name: "shebang, interpreter allowed", allow: []string{python3Path},
+			argv: []string{f.pyScript}, ran: true, file: python3Path, recArgv: script(python3Path, f.pyScript),
+		},
+		{name: "dynamic loader", allow: []string{f.tool}, argv: []string{loaderPath, f.tool}, file: loaderPath},
+		// Allowing the loader allows whatever it is asked to load.
+		{name: "dynamic loader allowed", allow: []string{loaderPath}, argv: []string{loaderPath, f.copy}, ran: true, file: loaderPath},
+		// A multi-call binary is one file: allowing it allows every applet.
+		{name: "busybox applet", allow: []string{busyboxPath}, argv: []string{f.bbTouch}, ran: true, file: busyboxPath},
+		{name: "busybox sh", allow: []string{busyboxPath}, argv: []string{f.bbSh, "-c", `: > "$0"`}, ran: true, file: busyboxPath},
+		{name: "busybox applet forbidden", allow: []string{f.tool, touchPath}, argv: []string{f.bbTouch}, file: busyboxPath},
+		{name: "busybox sh forbidden", allow: []string{f.tool, shPath}, argv: []string{f.bbSh, "-c", `: > "$0"`}, file: busyboxPath},
+	}
+}
+
+// Each exec is judged on the file the kernel runs, whatever path led to
+// it: allowed programs run, forbidden ones are killed before their first
+// instruction, and the record names the file, the path as resolved, the
+// filename as passed and argv.
+func TestExecJudgedOnTheFileRun(t *testing.T) {
+	tr := newTracer(t)
+	f := newExecFixture(t)
+	for i, c := range execCases(f) {
+		t.Run(c.name, func(t *testing.T) {
+			marker := filepath.Join(f.dir, fmt.Sprintf("marker-%d", i))
+			argv := append(slices.Clone(c.argv), marker)
+			recArgv := argv
+			if c.recArgv != nil {
+				recArgv = append(slices.Clone(c.recArgv), marker)
+			}
+			dir, _ := tr.session(execIntent(c.allow...))
+			p := spawn(t, dir, c.cwd, argv...)
+			checkRan(t, p, marker, c.ran)
+
+			path := c.path
+			if path == "" {
+				path = resolved(t, c.file)
+			}
+			recs := tr.read()
+			checkExecRecord(t, recs.exec(p.pid), execWant{
+				ran: c.ran, file: fileID(t, c.file), path: path, filename: argv[0], argv: recArgv,
+			})
+			checkExit(t, recs, p)
+		})
+	}
+}
+
+// checkRan checks that p ran and created marker, or was killed before it
+// could.
+func checkRan(t *testing.T, p proc, marker string, ran bool) {
+	t.Helper()
+	_, err := os.Stat(marker)
+	created := err == nil
+	switch {
+	case ran && (p.status.ExitStatus() != 0 || !created):
+		t.Errorf("want the program to run: %v, marker created %v", p, created)
+	case !ran && (!p.killed() || created || p.out != ""):
+		t.Errorf("want the program killed before it runs: %v, marker created %v", p, created)
+	}
+}
+
+// checkExit checks the exit record of p against its wait status.
+func checkExit(t *testing.T, r *records, p proc) {
+	t.Helper()
+	ex := r.exit(p.pid)
+	if ex == nil {
+		t.Errorf("no exit record for %v", p)
+		return
+	}
+	if syscall.WaitStatus(ex.ExitCode) != p.status {
+		t.Errorf("exit record code %#x, wait status %#x", ex.ExitCode, uint32(p.status))
+	}
+}
+
+type execWant struct {
+	ran      bool
+	file     intent.FileID
+	path     string
+	filename string
+	argv     []string
+	flags    netIdendEventFlag // flags that must be set
+}
+
+func checkExecRecord(t *testing.T, ev *netExecEvent, w execWant) {
+	t.Helper()
+	if ev == nil {
+		t.Fatal("no exec record for the process")
+	}
+	verdict, flags := netIdendVerdictVERDICT_ALLOW, w.flags
+	if !w.ran {
+		verdict = netIdendVerdictVERDICT_KILLED
+		flags |= netIdendEventFlagEVENT_F_OUTSIDE
+	}
+	if ev.Hdr.Verdict != uint8(verdict) {
+		t.Errorf("verdict %d, want %d", ev.Hdr.Verdict, verdict)
+	}
+	if got := netIdendEventFlag(ev.Hdr.Flags); got&flags != flags {
+		t.Errorf("flags %#x, want %#x set", got, flags)
+	}
+	if w.flags&netIdendEventFlagEVENT_F_PATH_TRUNCATED == 0 && ev.has(netIdendEventFlagEVENT_F_PATH_TRUNCATED) {
+		t.Errorf("path truncated flag set for %s", w.path)
+	}
+	if got := (intent.FileID{Dev: ev.Dev, Ino: ev.Ino}); got != w.file {
+		t.Errorf("file %v, want %v", got, w.file)
+	}
+	if w.path != "" && ev.path() != w.path {
+		t.Errorf("path %q (len %d), want %q", ev.path(), ev.PathLen, w.path)
+	}
+	if got := cstring(ev.Filename[:]); got != w.filename {
+		t.Errorf("filename %q, want %q", got, w.filename)
+	}
+	if w.argv != nil && !slices.Equal(ev.argv(), w.argv) {
+		t.Errorf("argv %q, want %q", ev.argv(), w.argv)
+	}
+	if w.argv != nil && ev.has(netIdendEventFlagEVENT_F_ARGV_TRUNCATED) {
+		t.Errorf("argv truncated flag set for %q", w.argv)
+	}
+}
