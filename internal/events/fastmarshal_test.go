@@ -99,16 +99,28 @@ func drawValue(t *rapid.T, fd protoreflect.FieldDescriptor, newMsg func() protor
 	return protoreflect.Value{}
 }
 
-func TestFastMarshalFallsBack(t *testing.T) {
-	// Invalid UTF-8 is refused as proto.Marshal refuses it, so that
-	// nothing unreadable is recorded.
-	r := connectRecord("s\xff", []byte{1, 2, 3, 4}, 1, recordpb.Verdict_VERDICT_ALLOW)
+func TestInvalidUTF8Recorded(t *testing.T) {
+	// proto.Marshal refuses invalid UTF-8, and so must the fast encoder;
+	// the recorder then repairs the strings rather than lose the record.
+	r := connectRecord("s1", []byte{1, 2, 3, 4}, 1, recordpb.Verdict_VERDICT_ALLOW)
+	r.GetConnect().Process.Comm = "ev\xffil"
 	if _, err := marshalRecord(nil, r); err == nil {
 		t.Fatal("record with invalid UTF-8 marshalled")
 	}
-	rec := openTestRecorder(t, t.TempDir(), RecorderOptions{})
-	defer rec.Close()
-	if _, err := rec.Append(r); err == nil {
-		t.Fatal("record with invalid UTF-8 appended")
+	exec := sampleRecords()[2]
+	exec.GetExec().Argv = []string{"sh", "-c", "\xc3\x28 \xe2\x82"}
+
+	dir := t.TempDir()
+	rec := openTestRecorder(t, dir, RecorderOptions{})
+	mustAppend(t, rec, r, exec)
+	if err := rec.Close(); err != nil {
+		t.Fatal(err)
+	}
+	got := readAll(t, dir)
+	if comm := got[0].GetConnect().GetProcess().GetComm(); comm != "ev\uFFFDil" {
+		t.Errorf("comm recorded as %q", comm)
+	}
+	if argv := got[1].GetExec().GetArgv(); argv[2] != "\uFFFD( \uFFFD\uFFFD" || argv[0] != "sh" {
+		t.Errorf("argv recorded as %q", argv)
 	}
 }

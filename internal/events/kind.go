@@ -6,8 +6,9 @@ import (
 	"github.com/idend/idend/internal/events/recordpb"
 )
 
-// Kind names, as printed and as accepted by [Filter]. A Connect record
-// made by the sendmsg hook is of kind KindSendmsg.
+// Kind names, as printed and as accepted by [Filter]. Connect and
+// UnixConnect records made by the sendmsg hooks are of kinds KindSendmsg
+// and KindUnixSendmsg.
 const (
 	KindExec           = "exec"
 	KindFork           = "fork"
@@ -16,6 +17,7 @@ const (
 	KindSendmsg        = "sendmsg"
 	KindSocket         = "socket"
 	KindUnixConnect    = "unix_connect"
+	KindUnixSendmsg    = "unix_sendmsg"
 	KindDaemonStart    = "daemon_start"
 	KindDaemonStop     = "daemon_stop"
 	KindSessionOpen    = "session_open"
@@ -33,7 +35,7 @@ const (
 // Kinds lists every kind name in schema order.
 var Kinds = []string{
 	KindExec, KindFork, KindExit, KindConnect, KindSendmsg, KindSocket,
-	KindUnixConnect, KindDaemonStart, KindDaemonStop, KindSessionOpen,
+	KindUnixConnect, KindUnixSendmsg, KindDaemonStart, KindDaemonStop, KindSessionOpen,
 	KindSessionClose, KindIntentChange, KindEscalation, KindApproval,
 	KindHostResolution, KindExecRefresh, KindRetention, KindGap,
 }
@@ -56,6 +58,9 @@ func Kind(r *recordpb.Record) string {
 	case *recordpb.Record_SocketCreate:
 		return KindSocket
 	case *recordpb.Record_UnixConnect:
+		if b.UnixConnect.GetOp() == recordpb.ConnectOp_CONNECT_OP_SENDMSG {
+			return KindUnixSendmsg
+		}
 		return KindUnixConnect
 	}
 	return controlKind(r)

@@ -208,7 +208,8 @@ func (rec *Recorder) Dir() string {
 // Append assigns r the next sequence number, the current time (where
 // r.MonoNs or r.WallNs are zero, for example when no kernel timestamp was
 // copied in) and the schema version, and appends it. It returns r's
-// sequence number. Append does not retain r.
+// sequence number. Strings that are not UTF-8 are repaired in r (see
+// utf8.go). Append does not retain r.
 func (rec *Recorder) Append(r *recordpb.Record) (uint64, error) {
 	rec.mu.Lock()
 	defer rec.mu.Unlock()
@@ -270,6 +271,9 @@ func (rec *Recorder) appendLocked(r *recordpb.Record, now time.Time) error {
 	rec.buf = append(rec.buf, make([]byte, frameHeaderSize)...)
 	copy(rec.buf[start+8:], rec.hash[:])
 	buf, err := marshalRecord(rec.buf, r)
+	if err != nil && repairUTF8(r.ProtoReflect()) {
+		buf, err = marshalRecord(rec.buf, r)
+	}
 	if err != nil {
 		rec.buf = rec.buf[:start]
 		return fmt.Errorf("marshal record %d: %w", r.Seq, err)

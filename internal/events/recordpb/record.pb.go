@@ -204,7 +204,7 @@ func (Protocol) EnumDescriptor() ([]byte, []int) {
 	return file_record_proto_rawDescGZIP(), []int{2}
 }
 
-// ConnectOp is the hook that saw a Connect.
+// ConnectOp is the hook that saw a Connect or UnixConnect.
 type ConnectOp int32
 
 const (
@@ -1467,15 +1467,18 @@ func (x *SocketCreate) GetProtocol() uint32 {
 	return 0
 }
 
-// UnixConnect is a connect(2) to a unix socket.
+// UnixConnect is a connect(2) or a sendmsg(2) with an address to a unix
+// socket.
 type UnixConnect struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	SessionId     string                 `protobuf:"bytes,1,opt,name=session_id,json=sessionId,proto3" json:"session_id,omitempty"`
-	CgroupId      uint64                 `protobuf:"varint,2,opt,name=cgroup_id,json=cgroupId,proto3" json:"cgroup_id,omitempty"`
-	Process       *Process               `protobuf:"bytes,3,opt,name=process,proto3" json:"process,omitempty"`
-	Identity      *Identity              `protobuf:"bytes,4,opt,name=identity,proto3" json:"identity,omitempty"`
-	Verdict       Verdict                `protobuf:"varint,5,opt,name=verdict,proto3,enum=idend.record.v1.Verdict" json:"verdict,omitempty"`
-	Path          string                 `protobuf:"bytes,10,opt,name=path,proto3" json:"path,omitempty"`
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	SessionId string                 `protobuf:"bytes,1,opt,name=session_id,json=sessionId,proto3" json:"session_id,omitempty"`
+	CgroupId  uint64                 `protobuf:"varint,2,opt,name=cgroup_id,json=cgroupId,proto3" json:"cgroup_id,omitempty"`
+	Process   *Process               `protobuf:"bytes,3,opt,name=process,proto3" json:"process,omitempty"`
+	Identity  *Identity              `protobuf:"bytes,4,opt,name=identity,proto3" json:"identity,omitempty"`
+	Verdict   Verdict                `protobuf:"varint,5,opt,name=verdict,proto3,enum=idend.record.v1.Verdict" json:"verdict,omitempty"`
+	// path is the socket path, "@name" for an abstract name.
+	Path          string    `protobuf:"bytes,10,opt,name=path,proto3" json:"path,omitempty"`
+	Op            ConnectOp `protobuf:"varint,11,opt,name=op,proto3,enum=idend.record.v1.ConnectOp" json:"op,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1550,6 +1553,13 @@ func (x *UnixConnect) GetPath() string {
 		return x.Path
 	}
 	return ""
+}
+
+func (x *UnixConnect) GetOp() ConnectOp {
+	if x != nil {
+		return x.Op
+	}
+	return ConnectOp_CONNECT_OP_CONNECT
 }
 
 // DaemonStart is written when the daemon starts recording.
@@ -1672,7 +1682,8 @@ func (x *DaemonStop) GetReason() string {
 type IntentRef struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
-	// hash is the SHA-256 of canonical.
+	// hash is the intent's hash as text, "sha256:" and the hex SHA-256 of
+	// canonical.
 	Hash []byte `protobuf:"bytes,2,opt,name=hash,proto3" json:"hash,omitempty"`
 	// canonical is the intent's canonical encoding; replay rebuilds the
 	// intent from it.
@@ -2703,7 +2714,7 @@ const file_record_proto_rawDesc = "" +
 	"\x06family\x18\n" +
 	" \x01(\rR\x06family\x12\x12\n" +
 	"\x04type\x18\v \x01(\rR\x04type\x12\x1a\n" +
-	"\bprotocol\x18\f \x01(\rR\bprotocol\"\xfc\x01\n" +
+	"\bprotocol\x18\f \x01(\rR\bprotocol\"\xa8\x02\n" +
 	"\vUnixConnect\x12\x1d\n" +
 	"\n" +
 	"session_id\x18\x01 \x01(\tR\tsessionId\x12\x1b\n" +
@@ -2712,7 +2723,8 @@ const file_record_proto_rawDesc = "" +
 	"\bidentity\x18\x04 \x01(\v2\x19.idend.record.v1.IdentityR\bidentity\x122\n" +
 	"\averdict\x18\x05 \x01(\x0e2\x18.idend.record.v1.VerdictR\averdict\x12\x12\n" +
 	"\x04path\x18\n" +
-	" \x01(\tR\x04path\"}\n" +
+	" \x01(\tR\x04path\x12*\n" +
+	"\x02op\x18\v \x01(\x0e2\x1a.idend.record.v1.ConnectOpR\x02op\"}\n" +
 	"\vDaemonStart\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\tR\aversion\x12\x16\n" +
 	"\x06kernel\x18\x02 \x01(\tR\x06kernel\x12 \n" +
@@ -2909,20 +2921,21 @@ var file_record_proto_depIdxs = []int32{
 	6,  // 38: idend.record.v1.UnixConnect.process:type_name -> idend.record.v1.Process
 	8,  // 39: idend.record.v1.UnixConnect.identity:type_name -> idend.record.v1.Identity
 	0,  // 40: idend.record.v1.UnixConnect.verdict:type_name -> idend.record.v1.Verdict
-	8,  // 41: idend.record.v1.SessionOpen.identity:type_name -> idend.record.v1.Identity
-	17, // 42: idend.record.v1.SessionOpen.intent:type_name -> idend.record.v1.IntentRef
-	18, // 43: idend.record.v1.SessionOpen.hosts:type_name -> idend.record.v1.HostAddrs
-	19, // 44: idend.record.v1.SessionOpen.exec_files:type_name -> idend.record.v1.ExecFile
-	17, // 45: idend.record.v1.IntentChange.intent:type_name -> idend.record.v1.IntentRef
-	12, // 46: idend.record.v1.Escalation.connect:type_name -> idend.record.v1.Connect
-	13, // 47: idend.record.v1.Escalation.socket_create:type_name -> idend.record.v1.SocketCreate
-	14, // 48: idend.record.v1.Escalation.unix_connect:type_name -> idend.record.v1.UnixConnect
-	9,  // 49: idend.record.v1.Escalation.exec:type_name -> idend.record.v1.Exec
-	50, // [50:50] is the sub-list for method output_type
-	50, // [50:50] is the sub-list for method input_type
-	50, // [50:50] is the sub-list for extension type_name
-	50, // [50:50] is the sub-list for extension extendee
-	0,  // [0:50] is the sub-list for field type_name
+	3,  // 41: idend.record.v1.UnixConnect.op:type_name -> idend.record.v1.ConnectOp
+	8,  // 42: idend.record.v1.SessionOpen.identity:type_name -> idend.record.v1.Identity
+	17, // 43: idend.record.v1.SessionOpen.intent:type_name -> idend.record.v1.IntentRef
+	18, // 44: idend.record.v1.SessionOpen.hosts:type_name -> idend.record.v1.HostAddrs
+	19, // 45: idend.record.v1.SessionOpen.exec_files:type_name -> idend.record.v1.ExecFile
+	17, // 46: idend.record.v1.IntentChange.intent:type_name -> idend.record.v1.IntentRef
+	12, // 47: idend.record.v1.Escalation.connect:type_name -> idend.record.v1.Connect
+	13, // 48: idend.record.v1.Escalation.socket_create:type_name -> idend.record.v1.SocketCreate
+	14, // 49: idend.record.v1.Escalation.unix_connect:type_name -> idend.record.v1.UnixConnect
+	9,  // 50: idend.record.v1.Escalation.exec:type_name -> idend.record.v1.Exec
+	51, // [51:51] is the sub-list for method output_type
+	51, // [51:51] is the sub-list for method input_type
+	51, // [51:51] is the sub-list for extension type_name
+	51, // [51:51] is the sub-list for extension extendee
+	0,  // [0:51] is the sub-list for field type_name
 }
 
 func init() { file_record_proto_init() }
