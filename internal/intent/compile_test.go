@@ -30,8 +30,8 @@ func pr(prefix string, ports ...PortRule) PrefixRule {
 	return PrefixRule{Prefix: netip.MustParsePrefix(prefix), Ports: ports}
 }
 
-func tcp(lo, hi uint16) PortRule { return PortRule{Lo: lo, Hi: hi, Proto: ProtoTCP} }
-func udp(lo, hi uint16) PortRule { return PortRule{Lo: lo, Hi: hi, Proto: ProtoUDP} }
+func tcp(lo, hi uint16) PortRule  { return PortRule{Lo: lo, Hi: hi, Proto: ProtoTCP} }
+func udp(lo, hi uint16) PortRule  { return PortRule{Lo: lo, Hi: hi, Proto: ProtoUDP} }
 func anyp(lo, hi uint16) PortRule { return PortRule{Lo: lo, Hi: hi, Proto: ProtoAny} }
 
 func TestCompileMerge(t *testing.T) {

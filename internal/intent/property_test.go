@@ -194,8 +194,7 @@ func TestEvaluateMatchesRules(t *testing.T) {
 			t.Fatal(err)
 		}
 		checkCompiledShape(t, c)
-		for i := 0; i < 40; i++ {
-			a := genNetAction(t, in)
+		for _, a := range boundaryActions(hosts, in) {
 			if got, want := Evaluate(c, a).InIntent, refAllows(in, hosts, a); got != want {
 				t.Fatalf("%s %s:%d/%s: Evaluate says %v, the rules %v\ncompiled v4 %v\nv6 %v",
 					a.Kind, a.Addr, a.Port, a.Proto, got, want, c.V4, c.V6)
@@ -309,4 +308,46 @@ func TestCanonicalPreservesDecisions(t *testing.T) {
 			t.Fatalf("compiled forms differ:\n%v\n%v", c, c2)
 		}
 	})
+}
+
+// boundaryActions returns connects at every point where what ins allow can
+// change: the first and last address of each prefix and host address and
+// their neighbours, crossed with the edges of each port range and both
+// protocols. Checking two rule sets at these points compares them
+// everywhere.
+func boundaryActions(hosts map[string][]netip.Addr, ins ...*Intent) []Action {
+	addrs := map[netip.Addr]bool{}
+	ports := map[uint16]bool{0: true, 65535: true}
+	addPrefix := func(p netip.Prefix) {
+		first, last := p.Addr(), lastAddr(p)
+		for _, a := range []netip.Addr{first, first.Prev(), last, last.Next()} {
+			if a.IsValid() {
+				addrs[a] = true
+			}
+		}
+	}
+	for _, in := range ins {
+		for _, r := range in.Egress {
+			if r.Prefix.IsValid() {
+				addPrefix(r.Prefix)
+			}
+			for _, pr := range r.Ports {
+				ports[pr.Lo-1], ports[pr.Lo], ports[pr.Hi], ports[pr.Hi+1] = true, true, true, true
+			}
+		}
+	}
+	for _, as := range hosts {
+		for _, a := range as {
+			addPrefix(netip.PrefixFrom(a, a.BitLen()))
+		}
+	}
+	var out []Action
+	for a := range addrs {
+		for p := range ports {
+			for _, proto := range []Proto{ProtoTCP, ProtoUDP} {
+				out = append(out, Action{Kind: Connect, Addr: a, Port: p, Proto: proto})
+			}
+		}
+	}
+	return out
 }
