@@ -37,34 +37,16 @@ static __always_inline struct mount *real_mount(struct vfsmount *vmnt)
 	return (struct mount *)((void *)vmnt - bpf_core_field_offset(struct mount, mnt));
 }
 
-/* One step up: a path component, or a mount crossing. Returns 1 to stop. */
-static long path_step(__u32 i, void *arg)
+/* Writes the name of d in front of what the walk has written. Returns 1
+ * when it does not fit. */
+static __always_inline long put_name(struct path_walk *w, struct dentry *d)
 {
-	struct path_walk *w = arg;
-	/* Locals, so that CO-RE relocates kernel types only. */
-	struct dentry *d = w->d;
-	struct mount *mnt = w->mnt;
-	struct dentry *root = BPF_CORE_READ(mnt, mnt.mnt_root);
-	struct dentry *parent = BPF_CORE_READ(d, d_parent);
-	const unsigned char *name;
-	struct path_buf *pb;
-	__u32 zero = 0, len, off;
+	const unsigned char *name = BPF_CORE_READ(d, d_name.name);
+	__u32 zero = 0, len = BPF_CORE_READ(d, d_name.len), off = w->off;
+	struct path_buf *pb = bpf_map_lookup_elem(&path_scratch, &zero);
 
-	if (d == root || d == parent) {
-		struct mount *up = BPF_CORE_READ(mnt, mnt_parent);
-
-		if (up == mnt)
-			return 1;
-		w->d = BPF_CORE_READ(mnt, mnt_mountpoint);
-		w->mnt = up;
-		return 0;
-	}
-	pb = bpf_map_lookup_elem(&path_scratch, &zero);
 	if (!pb)
 		return 1;
-	len = BPF_CORE_READ(d, d_name.len);
-	name = BPF_CORE_READ(d, d_name.name);
-	off = w->off;
 	if (len > NAME_MAX || len + 1 > off) {
 		w->truncated = 1;
 		return 1;
@@ -74,6 +56,37 @@ static long path_step(__u32 i, void *arg)
 	off -= 1;
 	pb->buf[off & (EXEC_PATH_MAX - 1)] = '/';
 	w->off = off;
+	return 0;
+}
+
+/* One step up: a path component, or a mount crossing. Returns 1 to stop. */
+static long path_step(__u32 i, void *arg)
+{
+	struct path_walk *w = arg;
+	/* Locals, so that CO-RE relocates kernel types only. */
+	struct dentry *d = w->d;
+	struct mount *mnt = w->mnt;
+	struct dentry *root = BPF_CORE_READ(mnt, mnt.mnt_root);
+	struct dentry *parent = BPF_CORE_READ(d, d_parent);
+
+	if (d != root && d == parent) {
+		/* A file in no directory (memfd, other pseudo files made by
+		 * alloc_file_pseudo): its name is the whole path, as d_path
+		 * writes it. */
+		put_name(w, d);
+		return 1;
+	}
+	if (d == root) {
+		struct mount *up = BPF_CORE_READ(mnt, mnt_parent);
+
+		if (up == mnt)
+			return 1;
+		w->d = BPF_CORE_READ(mnt, mnt_mountpoint);
+		w->mnt = up;
+		return 0;
+	}
+	if (put_name(w, d))
+		return 1;
 	w->d = parent;
 	return 0;
 }

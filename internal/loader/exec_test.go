@@ -433,13 +433,13 @@ func checkExecRecord(t *testing.T, ev *netExecEvent, w execWant) {
 	if w.flags&netIdendEventFlagEVENT_F_PATH_TRUNCATED == 0 && ev.has(netIdendEventFlagEVENT_F_PATH_TRUNCATED) {
 		t.Errorf("path truncated flag set for %s", w.path)
 	}
-	if got := (intent.FileID{Dev: ev.Dev, Ino: ev.Ino}); got != w.file {
+	if got := (intent.FileID{Dev: ev.Dev, Ino: ev.Ino}); w.file != (intent.FileID{}) && got != w.file {
 		t.Errorf("file %v, want %v", got, w.file)
 	}
 	if w.path != "" && ev.path() != w.path {
 		t.Errorf("path %q (len %d), want %q", ev.path(), ev.PathLen, w.path)
 	}
-	if got := cstring(ev.Filename[:]); got != w.filename {
+	if got := cstring(ev.Filename[:]); w.filename != "" && got != w.filename {
 		t.Errorf("filename %q, want %q", got, w.filename)
 	}
 	if w.argv != nil && !slices.Equal(ev.argv(), w.argv) {
@@ -447,5 +447,75 @@ func checkExecRecord(t *testing.T, ev *netExecEvent, w execWant) {
 	}
 	if w.argv != nil && ev.has(netIdendEventFlagEVENT_F_ARGV_TRUNCATED) {
 		t.Errorf("argv truncated flag set for %q", w.argv)
+	}
+}
+
+// pyExec runs a python3 program in dir with args, python3 being allowed.
+func pyExec(t *testing.T, dir, prog string, args ...string) proc {
+	t.Helper()
+	return spawn(t, dir, "", append([]string{python3Path, "-c", prog}, args...)...)
+}
+
+// A program without a link (a memfd, a deleted file) is denied in a
+// restricted session even when its inode is on the allow list.
+func TestExecFileless(t *testing.T) {
+	tr := newTracer(t)
+	f := newExecFixture(t)
+	deleted := filepath.Join(f.bin, "deleted")
+	kept := filepath.Join(f.bin, "kept")
+	copyFile(t, touchPath, deleted)
+	copyFile(t, touchPath, kept)
+	deletedID := fileID(t, deleted)
+	dir, _ := tr.session(execIntent(python3Path, f.tool, deleted, kept))
+
+	memfd := fmt.Sprintf("import os, sys\nfd = os.memfd_create('tool')\n"+
+		"os.write(fd, open(%q, 'rb').read())\n", f.tool)
+	cases := []struct {
+		name, prog string
+		ran        bool
+		file       intent.FileID // zero: not checked
+		path       string
+		filename   string // a prefix
+	}{{
+		name:     "memfd through /proc/self/fd",
+		prog:     memfd + "os.execv('/proc/self/fd/%d' % fd, ['tool', sys.argv[1]])\n",
+		path:     "/memfd:tool",
+		filename: "/proc/self/fd/",
+	}, {
+		name:     "memfd with fexecve",
+		prog:     memfd + "os.execve(fd, ['tool', sys.argv[1]], os.environ)\n",
+		path:     "/memfd:tool",
+		filename: "/dev/fd/",
+	}, {
+		name: "deleted file",
+		prog: fmt.Sprintf("import os, sys\nfd = os.open(%q, os.O_RDONLY)\nos.unlink(%[1]q)\n"+
+			"os.execve(fd, ['tool', sys.argv[1]], os.environ)\n", deleted),
+		file: deletedID, path: deleted, filename: "/dev/fd/",
+	}, {
+		name: "allowed file with fexecve",
+		prog: fmt.Sprintf("import os, sys\nfd = os.open(%q, os.O_RDONLY)\n"+
+			"os.execve(fd, ['tool', sys.argv[1]], os.environ)\n", kept),
+		ran: true, file: fileID(t, kept), path: kept, filename: "/dev/fd/",
+	}}
+	for i, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			marker := filepath.Join(f.dir, fmt.Sprintf("marker-%d", i))
+			p := pyExec(t, dir, c.prog, marker)
+			checkRan(t, p, marker, c.ran)
+
+			recs := tr.read()
+			ev := recs.exec(p.pid)
+			checkExecRecord(t, ev, execWant{ran: c.ran, file: c.file, path: c.path, argv: []string{"tool", marker}})
+			if c.ran {
+				return
+			}
+			if !ev.has(netIdendEventFlagEVENT_F_DELETED) || ev.Nlink != 0 {
+				t.Errorf("flags %#x, nlink %d: want the deleted flag, no link", ev.Hdr.Flags, ev.Nlink)
+			}
+			if got := cstring(ev.Filename[:]); !strings.HasPrefix(got, c.filename) {
+				t.Errorf("filename %q, want %s...", got, c.filename)
+			}
+			checkExit(t, recs, p)
+		})
 	}
 }
