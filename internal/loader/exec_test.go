@@ -16,6 +16,7 @@ import (
 	"unsafe"
 
 	"github.com/cilium/ebpf/ringbuf"
+	"golang.org/x/sys/unix"
 
 	"github.com/idend/idend/internal/intent"
 )
@@ -517,5 +518,269 @@ func TestExecFileless(t *testing.T) {
 			}
 			checkExit(t, recs, p)
 		})
+	}
+}
+
+// An exec from a thread that is not the leader is judged like any other,
+// and keeps the process key: the kernel gives the execing thread the
+// leader's pid and start time.
+func TestExecFromThread(t *testing.T) {
+	tr := newTracer(t)
+	f := newExecFixture(t)
+	dir, _ := tr.session(execIntent(python3Path, f.tool))
+	prog := `import os, socket, sys, threading
+try:
+    socket.create_connection(('127.0.0.1', 9), timeout=2).close()
+except OSError:
+    pass
+def run():
+    open(sys.argv[1], 'w').write(str(threading.get_native_id()))
+    os.execv(sys.argv[2], sys.argv[2:])
+th = threading.Thread(target=run)
+th.start()
+th.join()
+`
+	for i, c := range []struct {
+		name, file string
+		ran        bool
+	}{{"allowed", f.tool, true}, {"forbidden", f.copy, false}} {
+		t.Run(c.name, func(t *testing.T) {
+			marker := filepath.Join(f.dir, fmt.Sprintf("marker-%d", i))
+			tidFile := filepath.Join(f.dir, fmt.Sprintf("tid-%d", i))
+			p := pyExec(t, dir, prog, tidFile, c.file, marker)
+			checkRan(t, p, marker, c.ran)
+			if tid, _ := os.ReadFile(tidFile); string(tid) == fmt.Sprint(p.pid) || len(tid) == 0 {
+				t.Fatalf("thread id %q, pid %d: want a thread that is not the leader", tid, p.pid)
+			}
+
+			recs := tr.read()
+			ev := recs.exec(p.pid)
+			checkExecRecord(t, ev, execWant{
+				ran: c.ran, file: fileID(t, c.file), path: c.file, filename: c.file,
+				argv: []string{c.file, marker},
+			})
+			checkExit(t, recs, p)
+			if ev.Hdr.Tid != ev.Hdr.Pid {
+				t.Errorf("exec record tid %d, pid %d: want the thread to have become the leader", ev.Hdr.Tid, ev.Hdr.Pid)
+			}
+			// The key on python's own exec and connect records.
+			var keys []uint64
+			for _, x := range recs.execs {
+				if x.Hdr.Pid == uint32(p.pid) {
+					keys = append(keys, x.Hdr.StartNs)
+				}
+			}
+			for _, n := range recs.nets {
+				if n.Hdr.Pid == uint32(p.pid) {
+					keys = append(keys, n.Hdr.StartNs)
+				}
+			}
+			if ex := recs.exit(p.pid); ex != nil {
+				keys = append(keys, ex.Hdr.StartNs)
+			}
+			same := func(k uint64) bool { return k == keys[0] }
+			if len(keys) != 4 || !all(keys, same) {
+				t.Errorf("start times on python's exec, thread exec, connect and exit records: %v, want 4 equal", keys)
+			}
+		})
+	}
+}
+
+// The process key (pid, leader start time) is the same on every record of
+// a process: exec, connect, fork and exit; a child has a key of its own and
+// carries its parent's.
+func TestProcessKeyOnEveryRecord(t *testing.T) {
+	tr := newTracer(t)
+	port := listen(t, "tcp4", "127.0.0.1:0")
+	dir, _ := tr.session(fmt.Sprintf(`
+name: keys
+purpose: connect, fork and exit
+network:
+  egress:
+    - to: 127.0.0.1
+      ports: [%d]
+`, port))
+	prog := fmt.Sprintf(`import os, socket, sys
+socket.create_connection(('127.0.0.1', %d), timeout=3).close()
+a = os.fork()
+if a == 0:
+    os._exit(7)
+b = os.fork()
+if b == 0:
+    os.execv('/bin/true', ['true'])
+os.waitpid(a, 0)
+os.waitpid(b, 0)
+print(a, b)
+sys.exit(3)
+`, port)
+	p := pyExec(t, dir, prog)
+	var a, b int
+	if _, err := fmt.Sscan(p.out, &a, &b); err != nil || p.status.ExitStatus() != 3 {
+		t.Fatalf("%v", p)
+	}
+	recs := tr.read()
+
+	ev := recs.exec(p.pid)
+	if ev == nil || ev.Hdr.Verdict != uint8(netIdendVerdictVERDICT_ALLOW) {
+		t.Fatalf("exec record of python: %+v", ev)
+	}
+	key := ev.Hdr.StartNs
+	if ev.Ppid != uint32(os.Getpid()) {
+		t.Errorf("python's exec record: ppid %d, want %d", ev.Ppid, os.Getpid())
+	}
+	conn := findNet(recs, p.pid)
+	if conn == nil || conn.Hdr.StartNs != key || conn.Port != uint16(port) || conn.Hdr.Verdict != uint8(netIdendVerdictVERDICT_ALLOW) {
+		t.Errorf("connect record %+v, want pid %d start %d port %d allowed", conn, p.pid, key, port)
+	}
+
+	children := map[int]uint64{}
+	for _, fk := range recs.forks {
+		if fk.Hdr.Pid != uint32(p.pid) {
+			continue
+		}
+		if fk.Hdr.StartNs != key {
+			t.Errorf("fork record of child %d: parent start %d, want %d", fk.ChildPid, fk.Hdr.StartNs, key)
+		}
+		children[int(fk.ChildPid)] = fk.ChildStartNs
+	}
+	if len(children) != 2 || children[a] == 0 || children[b] == 0 || children[a] == key {
+		t.Fatalf("fork records: children %v, want %d and %d with keys of their own", children, a, b)
+	}
+	checkExitRecord(t, recs, p.pid, key, 3<<8)
+	checkExitRecord(t, recs, a, children[a], 7<<8)
+	checkExitRecord(t, recs, b, children[b], 0)
+
+	// The child that exec'd carries its own key and its parent's.
+	cev := recs.exec(b)
+	if cev == nil || cev.Hdr.StartNs != children[b] || cev.Ppid != uint32(p.pid) || cev.ParentStartNs != key {
+		t.Errorf("exec record of child %d: %+v, want start %d, parent %d start %d", b, cev.Hdr, children[b], p.pid, key)
+	}
+}
+
+func all[T any](s []T, f func(T) bool) bool {
+	for _, v := range s {
+		if !f(v) {
+			return false
+		}
+	}
+	return true
+}
+
+func findNet(r *records, pid int) *netNetEvent {
+	for i := range r.nets {
+		if r.nets[i].Hdr.Pid == uint32(pid) {
+			return &r.nets[i]
+		}
+	}
+	return nil
+}
+
+func checkExitRecord(t *testing.T, r *records, pid int, key uint64, code uint32) {
+	t.Helper()
+	ex := r.exit(pid)
+	switch {
+	case ex == nil:
+		t.Errorf("no exit record for %d", pid)
+	case ex.Hdr.StartNs != key || ex.ExitCode != code:
+		t.Errorf("exit record of %d: start %d code %#x, want start %d code %#x", pid, ex.Hdr.StartNs, ex.ExitCode, key, code)
+	}
+}
+
+// longPath returns a path of exactly n bytes below base, made of
+// directories of 200-byte names and a file name of the rest.
+func longPath(base string, n int) string {
+	p := base
+	for n-len(p)-1 > 255 {
+		p += "/" + strings.Repeat("d", min(200, n-len(p)-1-1-50))
+	}
+	return p + "/" + strings.Repeat("f", n-len(p)-1)
+}
+
+// deepLink makes a directory chain below base deeper than PATH_MAX, one
+// directory at a time, and hard-links target into it as "tool". It
+// returns the components and the full path.
+func deepLink(t *testing.T, base, target string, depth int) ([]string, string) {
+	t.Helper()
+	fd, err := unix.Open(base, unix.O_DIRECTORY|unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	must(t, err)
+	var names []string
+	for i := range depth {
+		name := fmt.Sprintf("%03d%s", i, strings.Repeat("d", 197))
+		must(t, unix.Mkdirat(fd, name, 0o755))
+		next, err := unix.Openat(fd, name, unix.O_DIRECTORY|unix.O_RDONLY|unix.O_CLOEXEC, 0)
+		unix.Close(fd)
+		must(t, err)
+		fd = next
+		names = append(names, name)
+	}
+	defer unix.Close(fd)
+	must(t, unix.Linkat(unix.AT_FDCWD, target, fd, "tool", 0))
+	return names, base + "/" + strings.Join(names, "/") + "/tool"
+}
+
+// Paths longer than 255 bytes and up to PATH_MAX are on the record whole;
+// a longer one, reached by relative steps, is marked truncated and keeps
+// its last part.
+func TestExecLongPaths(t *testing.T) {
+	tr := newTracer(t)
+	f := newExecFixture(t)
+	for _, n := range []int{300, unix.PathMax - 1} {
+		t.Run(fmt.Sprintf("%d bytes", n), func(t *testing.T) {
+			p := longPath(f.dir, n)
+			must(t, os.MkdirAll(filepath.Dir(p), 0o755))
+			copyFile(t, touchPath, p)
+			marker := filepath.Join(f.dir, fmt.Sprintf("marker-%d", n))
+			dir, _ := tr.session(execIntent(p))
+
+			pr := spawn(t, dir, "", p, marker)
+			checkRan(t, pr, marker, true)
+			var argv []string // past ARGV_MAX for the longest
+			if n < len(netExecEvent{}.Argv) {
+				argv = []string{p, marker}
+			}
+			checkExecRecord(t, tr.read().exec(pr.pid), execWant{
+				ran: true, file: fileID(t, p), path: p, filename: p[:255], argv: argv,
+			})
+		})
+	}
+
+	t.Run("beyond PATH_MAX", func(t *testing.T) {
+		names, full := deepLink(t, f.dir, f.tool, 25)
+		marker := filepath.Join(f.dir, "marker-deep")
+		dir, _ := tr.session(execIntent(python3Path, f.tool))
+		prog := "import os, sys\nfor d in sys.argv[2:]:\n    os.chdir(d)\n" +
+			"os.execv('./tool', ['./tool', sys.argv[1]])\n"
+		pr := pyExec(t, dir, prog, append([]string{marker, f.dir}, names...)...)
+		checkRan(t, pr, marker, true)
+
+		ev := tr.read().exec(pr.pid)
+		checkExecRecord(t, ev, execWant{
+			ran: true, file: fileID(t, f.tool), filename: "./tool",
+			argv: []string{"./tool", marker}, flags: netIdendEventFlagEVENT_F_PATH_TRUNCATED,
+		})
+		if got := ev.path(); !strings.HasSuffix(full, got) || len(got) < unix.PathMax-256 || got[0] != '/' {
+			t.Errorf("path %q (%d bytes): want the last part of the %d-byte path", got, len(got), len(full))
+		}
+	})
+}
+
+// argv is kept up to ARGV_MAX bytes and marked truncated beyond.
+func TestExecArgvTruncated(t *testing.T) {
+	tr := newTracer(t)
+	f := newExecFixture(t)
+	dir, _ := tr.session(execIntent(f.tool))
+	marker := filepath.Join(f.dir, "marker")
+	argv := []string{f.tool}
+	for len(strings.Join(argv, "\x00")) < 2*len(netExecEvent{}.Argv) {
+		argv = append(argv, marker)
+	}
+	p := spawn(t, dir, "", argv...)
+	checkRan(t, p, marker, true)
+
+	ev := tr.read().exec(p.pid)
+	checkExecRecord(t, ev, execWant{ran: true, file: fileID(t, f.tool), flags: netIdendEventFlagEVENT_F_ARGV_TRUNCATED})
+	want := strings.Join(argv, "\x00")[:len(ev.Argv)]
+	if int(ev.ArgvLen) != len(ev.Argv) || string(bytesOf(ev.Argv[:])) != want {
+		t.Errorf("argv of %d bytes: %q, want the first %d bytes", ev.ArgvLen, bytesOf(ev.Argv[:]), len(want))
 	}
 }
