@@ -124,6 +124,7 @@ func Compile(in *Intent, hosts map[string][]netip.Addr, files map[string]FileID)
 	missing := c.addExecFiles(in.Exec.Paths, files)
 	c.Unresolved = append(unresolved, missing...)
 	slices.Sort(c.Unresolved)
+	c.Unresolved = slices.Compact(c.Unresolved)
 	if err := DefaultLimits.Check(c); err != nil {
 		return nil, fmt.Errorf("compile %s: %w", in.Name, err)
 	}

@@ -2,6 +2,7 @@ package intent
 
 import (
 	"errors"
+	"fmt"
 	"strings"
 )
 
@@ -47,11 +48,18 @@ type ValidationError struct {
 	Problems []*Problem
 }
 
-// Error returns the problems, one a line.
+// maxShown bounds the problems Error writes out; Problems holds them all.
+const maxShown = 100
+
+// Error returns the problems, one a line, at most 100 of them.
 func (e *ValidationError) Error() string {
-	lines := make([]string, len(e.Problems))
+	var lines []string
 	for i, p := range e.Problems {
-		lines[i] = p.Error()
+		if i == maxShown {
+			lines = append(lines, fmt.Sprintf("... and %d more problems", len(e.Problems)-maxShown))
+			break
+		}
+		lines = append(lines, p.Error())
 	}
 	return strings.Join(lines, "\n")
 }

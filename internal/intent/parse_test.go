@@ -306,3 +306,20 @@ func TestLoad(t *testing.T) {
 		t.Errorf("missing file: %v", err)
 	}
 }
+
+func TestParseManyProblems(t *testing.T) {
+	var b strings.Builder
+	b.WriteString(header + "network:\n  egress:\n")
+	for i := 0; i < 150; i++ {
+		b.WriteString("    - {to: 10.0.0.1/8}\n")
+	}
+	_, err := Parse("intent.yaml", []byte(b.String()))
+	var verr *ValidationError
+	if !errors.As(err, &verr) || len(verr.Problems) != 150 {
+		t.Fatalf("got %v", err)
+	}
+	lines := strings.Split(err.Error(), "\n")
+	if len(lines) != 101 || lines[100] != "... and 50 more problems" {
+		t.Errorf("%d lines, last %q", len(lines), lines[len(lines)-1])
+	}
+}
