@@ -330,7 +330,9 @@ func sessionInfo(s *Session) *apipb.Session {
 			Purpose: s.intent.Purpose, OnViolation: s.intent.OnViolation.String()}
 	}
 	if s.compiled != nil {
-		out.Compiled = describe(s.compiled)
+		var b strings.Builder
+		s.compiled.Describe(&b)
+		out.Compiled = b.String()
 	}
 	for _, e := range s.Escalations {
 		out.Escalations = append(out.Escalations, &apipb.EscalationInfo{
