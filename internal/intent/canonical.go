@@ -59,7 +59,9 @@ func (in *Intent) Canonical() []byte {
 		c.Egress = append(c.Egress, canonicalRuleOf(&in.Egress[i]))
 	}
 	slices.SortFunc(c.Egress, compareRules)
-	c.Egress = slices.CompactFunc(c.Egress, func(a, b canonicalRule) bool { return compareRules(a, b) == 0 })
+	c.Egress = slices.CompactFunc(c.Egress, func(a, b canonicalRule) bool {
+		return compareRules(a, b) == 0
+	})
 
 	var buf bytes.Buffer
 	enc := json.NewEncoder(&buf)

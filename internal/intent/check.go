@@ -136,7 +136,8 @@ func checkRule(r *report, field string, rule *Rule) {
 		r.check(field+".ports", msgEmptyPorts)
 	}
 	for j, pr := range rule.Ports {
-		r.check(fmt.Sprintf("%s.ports[%d]", field, j), checkPortRange(pr.String(), int(pr.Lo), int(pr.Hi)))
+		msg := checkPortRange(pr.String(), int(pr.Lo), int(pr.Hi))
+		r.check(fmt.Sprintf("%s.ports[%d]", field, j), msg)
 	}
 	if !rule.Protocol.valid() {
 		r.check(field+".protocol", fmt.Sprintf("%s: one of tcp, udp, any", rule.Protocol))

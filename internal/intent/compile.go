@@ -144,7 +144,8 @@ type netEntry struct {
 // through hosts, and merges into each the ports of the prefixes containing
 // it. It returns the entries of each family sorted by address then length,
 // and the host names hosts has no address for.
-func netEntries(in *Intent, hosts map[string][]netip.Addr) (v4, v6 []*netEntry, unresolved []string) {
+func netEntries(in *Intent, hosts map[string][]netip.Addr) (v4, v6 []*netEntry,
+	unresolved []string) {
 	m := make(map[netip.Prefix]*netEntry)
 	for i := range in.Egress {
 		rule := &in.Egress[i]

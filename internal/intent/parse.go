@@ -214,7 +214,8 @@ func unknownField(name string, known []string) string {
 }
 
 // required reads a mandatory string field of the mapping root.
-func (p *parser) required(root *yaml.Node, f map[string]*yaml.Node, key string, check func(string) string) string {
+func (p *parser) required(root *yaml.Node, f map[string]*yaml.Node, key string,
+	check func(string) string) string {
 	v := f[key]
 	if v == nil || isNull(v) {
 		line := root.Line

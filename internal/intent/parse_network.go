@@ -45,7 +45,8 @@ func (p *parser) network(n *yaml.Node, in *Intent) {
 func (p *parser) rule(n *yaml.Node, field string) Rule {
 	var rule Rule
 	if n.Kind == yaml.ScalarNode && !isNull(n) {
-		p.at(n, field, fmt.Sprintf("a rule with to, ports and protocol, not a string (write - to: %s)", n.Value))
+		p.at(n, field, fmt.Sprintf(
+			"a rule with to, ports and protocol, not a string (write - to: %s)", n.Value))
 		return rule
 	}
 	f := p.fields(n, field, []string{"to", "ports", "protocol"})
