@@ -33,65 +33,75 @@ const (
 )
 
 // Kinds lists every kind name in schema order.
-var Kinds = []string{
+var Kinds = kindNames[:kindCount-1]
+
+// kindNames are Kinds and KindUnknown, indexed by kindIndex.
+var kindNames = [kindCount]string{
 	KindExec, KindFork, KindExit, KindConnect, KindSendmsg, KindSocket,
 	KindUnixConnect, KindUnixSendmsg, KindDaemonStart, KindDaemonStop, KindSessionOpen,
 	KindSessionClose, KindIntentChange, KindEscalation, KindApproval,
-	KindHostResolution, KindExecRefresh, KindRetention, KindGap,
+	KindHostResolution, KindExecRefresh, KindRetention, KindGap, KindUnknown,
 }
+
+const kindCount = 20
 
 // Kind returns the kind name of r, or KindUnknown for a record whose body
 // this schema does not know.
 func Kind(r *recordpb.Record) string {
-	switch b := r.GetBody().(type) {
-	case *recordpb.Record_Exec:
-		return KindExec
-	case *recordpb.Record_Fork:
-		return KindFork
-	case *recordpb.Record_Exit:
-		return KindExit
-	case *recordpb.Record_Connect:
-		if b.Connect.GetOp() == recordpb.ConnectOp_CONNECT_OP_SENDMSG {
-			return KindSendmsg
-		}
-		return KindConnect
-	case *recordpb.Record_SocketCreate:
-		return KindSocket
-	case *recordpb.Record_UnixConnect:
-		if b.UnixConnect.GetOp() == recordpb.ConnectOp_CONNECT_OP_SENDMSG {
-			return KindUnixSendmsg
-		}
-		return KindUnixConnect
-	}
-	return controlKind(r)
+	return kindNames[kindIndex(r)]
 }
 
-func controlKind(r *recordpb.Record) string {
+// kindIndex returns the index in kindNames of r's kind.
+func kindIndex(r *recordpb.Record) int {
+	switch b := r.GetBody().(type) {
+	case *recordpb.Record_Exec:
+		return 0
+	case *recordpb.Record_Fork:
+		return 1
+	case *recordpb.Record_Exit:
+		return 2
+	case *recordpb.Record_Connect:
+		if b.Connect.GetOp() == recordpb.ConnectOp_CONNECT_OP_SENDMSG {
+			return 4
+		}
+		return 3
+	case *recordpb.Record_SocketCreate:
+		return 5
+	case *recordpb.Record_UnixConnect:
+		if b.UnixConnect.GetOp() == recordpb.ConnectOp_CONNECT_OP_SENDMSG {
+			return 7
+		}
+		return 6
+	}
+	return controlKindIndex(r)
+}
+
+func controlKindIndex(r *recordpb.Record) int {
 	switch r.GetBody().(type) {
 	case *recordpb.Record_DaemonStart:
-		return KindDaemonStart
+		return 8
 	case *recordpb.Record_DaemonStop:
-		return KindDaemonStop
+		return 9
 	case *recordpb.Record_SessionOpen:
-		return KindSessionOpen
+		return 10
 	case *recordpb.Record_SessionClose:
-		return KindSessionClose
+		return 11
 	case *recordpb.Record_IntentChange:
-		return KindIntentChange
+		return 12
 	case *recordpb.Record_Escalation:
-		return KindEscalation
+		return 13
 	case *recordpb.Record_Approval:
-		return KindApproval
+		return 14
 	case *recordpb.Record_HostResolution:
-		return KindHostResolution
+		return 15
 	case *recordpb.Record_ExecRefresh:
-		return KindExecRefresh
+		return 16
 	case *recordpb.Record_Retention:
-		return KindRetention
+		return 17
 	case *recordpb.Record_Gap:
-		return KindGap
+		return 18
 	}
-	return KindUnknown
+	return 19
 }
 
 // Action is what every kernel action record has in common. The generated

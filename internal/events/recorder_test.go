@@ -28,6 +28,31 @@ func TestSampleCoversEveryKind(t *testing.T) {
 	}
 }
 
+func TestKindNames(t *testing.T) {
+	body := (&recordpb.Record{}).ProtoReflect().Descriptor().Oneofs().ByName("body")
+	seen := map[string]bool{}
+	for _, r := range sampleRecords() {
+		field := string(r.ProtoReflect().WhichOneof(body).Name())
+		kind := Kind(r)
+		if kind != field && kind != strings.TrimSuffix(field, "_create") &&
+			!(field == "connect" && kind == KindSendmsg) {
+			t.Errorf("%s record has kind %s", field, kind)
+		}
+		seen[kind] = true
+	}
+	r := sampleRecords()[8]
+	r.GetUnixConnect().Op = recordpb.ConnectOp_CONNECT_OP_SENDMSG
+	seen[Kind(r)] = true
+	for _, k := range Kinds {
+		if !seen[k] {
+			t.Errorf("no sample record of kind %s", k)
+		}
+	}
+	if len(Kinds) != len(seen) || Kind(&recordpb.Record{}) != KindUnknown {
+		t.Errorf("kinds %v, seen %v", Kinds, seen)
+	}
+}
+
 func TestRoundTripEveryKind(t *testing.T) {
 	dir := t.TempDir()
 	rec := openTestRecorder(t, dir, RecorderOptions{})
