@@ -64,7 +64,8 @@ func fillMessage(t *rapid.T, m protoreflect.Message, depth int) {
 	}
 }
 
-func drawValue(t *rapid.T, fd protoreflect.FieldDescriptor, newMsg func() protoreflect.Value, depth int) protoreflect.Value {
+func drawValue(t *rapid.T, fd protoreflect.FieldDescriptor,
+	newMsg func() protoreflect.Value, depth int) protoreflect.Value {
 	name := string(fd.FullName())
 	zeroOr := func(n int) bool { return rapid.IntRange(0, 3).Draw(t, name+".zero") == 0 && n >= 0 }
 	switch fd.Kind() {

@@ -30,7 +30,8 @@ type Filter struct {
 func (f Filter) Validate() error {
 	for _, k := range values(f.Kind) {
 		if !slices.Contains(Kinds, k) {
-			return fmt.Errorf("kind %q: want one of %s: %w", k, strings.Join(Kinds, ", "), ErrBadFilter)
+			return fmt.Errorf("kind %q: want one of %s: %w", k,
+				strings.Join(Kinds, ", "), ErrBadFilter)
 		}
 	}
 	for _, v := range values(f.Verdict) {

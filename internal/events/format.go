@@ -83,8 +83,9 @@ func describeControl(r *recordpb.Record) string {
 	switch b := r.GetBody().(type) {
 	case *recordpb.Record_DaemonStart:
 		d := b.DaemonStart
-		return fmt.Sprintf("version %s kernel %s host %s enforcing %s", quote(d.GetVersion()),
-			quote(d.GetKernel()), quote(d.GetHostname()), orDash(strings.Join(d.GetEnforcement(), ",")))
+		return fmt.Sprintf("version %s kernel %s host %s enforcing %s",
+			quote(d.GetVersion()), quote(d.GetKernel()), quote(d.GetHostname()),
+			orDash(strings.Join(d.GetEnforcement(), ",")))
 	case *recordpb.Record_DaemonStop:
 		return "reason " + quote(b.DaemonStop.GetReason())
 	case *recordpb.Record_SessionOpen:
@@ -98,7 +99,8 @@ func describeControl(r *recordpb.Record) string {
 		return describeEscalation(b.Escalation)
 	case *recordpb.Record_Approval:
 		a := b.Approval
-		return fmt.Sprintf("escalation %s approved by %s", quote(a.GetEscalationId()), quote(a.GetApprovedBy()))
+		return fmt.Sprintf("escalation %s approved by %s",
+			quote(a.GetEscalationId()), quote(a.GetApprovedBy()))
 	case *recordpb.Record_HostResolution:
 		h := b.HostResolution
 		return fmt.Sprintf("%s -> %s", quote(h.GetHost()), addrList(h.GetAddrs()))

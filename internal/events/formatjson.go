@@ -260,13 +260,15 @@ func addEscalation(o object, e *recordpb.Escalation) {
 	action := object{}
 	switch a := e.GetAction().(type) {
 	case *recordpb.Escalation_Connect:
-		action["kind"] = Kind(&recordpb.Record{Body: &recordpb.Record_Connect{Connect: a.Connect}})
+		action["kind"] = Kind(&recordpb.Record{Body: &recordpb.Record_Connect{
+			Connect: a.Connect}})
 		addConnect(action, a.Connect)
 	case *recordpb.Escalation_SocketCreate:
 		action["kind"] = KindSocket
 		addSocket(action, a.SocketCreate)
 	case *recordpb.Escalation_UnixConnect:
-		action["kind"] = Kind(&recordpb.Record{Body: &recordpb.Record_UnixConnect{UnixConnect: a.UnixConnect}})
+		action["kind"] = Kind(&recordpb.Record{Body: &recordpb.Record_UnixConnect{
+			UnixConnect: a.UnixConnect}})
 		put(action, "path", a.UnixConnect.GetPath())
 	case *recordpb.Escalation_Exec:
 		action["kind"] = KindExec

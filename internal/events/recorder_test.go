@@ -245,3 +245,32 @@ func TestSubscribe(t *testing.T) {
 		t.Error("subscription open after Close")
 	}
 }
+
+func TestFsyncPolicies(t *testing.T) {
+	// always: each record is in the file when Append returns.
+	dir := t.TempDir()
+	rec := openTestRecorder(t, dir, RecorderOptions{Fsync: FsyncAlways, FsyncInterval: time.Hour})
+	mustAppend(t, rec, connectRecord("s1", []byte{1, 1, 1, 1}, 1, 1))
+	if got := readAll(t, dir); len(got) != 1 {
+		t.Errorf("always: %d records in the file after Append, want 1", len(got))
+	}
+	rec.Close()
+
+	// interval: records reach the file within the interval, control
+	// records included, and not before.
+	dir = t.TempDir()
+	rec = openTestRecorder(t, dir, RecorderOptions{Fsync: FsyncInterval,
+		FsyncInterval: 300 * time.Millisecond})
+	defer rec.Close()
+	mustAppend(t, rec, sampleRecords()[1])
+	if got := readAll(t, dir); len(got) != 0 {
+		t.Errorf("interval: control record written before the interval")
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for len(readAll(t, dir)) != 1 {
+		if time.Now().After(deadline) {
+			t.Fatal("interval: record never reached the file")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}

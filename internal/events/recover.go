@@ -203,7 +203,8 @@ func (rec *Recorder) sealRecovery() error {
 	}
 	if !rv.Truncated {
 		g.Reason = GapCorruptTail
-		g.Detail = fmt.Sprintf("%s: %d damaged bytes at offset %d kept", rv.File, rv.Bytes, rv.Offset)
+		g.Detail = fmt.Sprintf("%s: %d damaged bytes at offset %d kept",
+			rv.File, rv.Bytes, rv.Offset)
 	}
 	r := &recordpb.Record{Body: &recordpb.Record_Gap{Gap: g}}
 	if err := rec.appendLocked(r, time.Now()); err != nil {

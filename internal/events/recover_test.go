@@ -58,9 +58,11 @@ func TestTornTailSealed(t *testing.T) {
 			rv := rec.Recovery()
 			if rv == nil || !rv.Truncated || rv.File != seg || rv.Offset != off ||
 				rv.Bytes != int64(len(tail)) || rv.GapSeq != 101 {
-				t.Fatalf("recovery %+v, want %d bytes cut at %s:%d, gap 101", rv, len(tail), seg, off)
+				t.Fatalf("recovery %+v, want %d bytes cut at %s:%d, gap 101",
+					rv, len(tail), seg, off)
 			}
-			mustAppend(t, rec, connectRecord("s1", []byte{10, 1, 1, 1}, 80, recordpb.Verdict_VERDICT_DENY))
+			mustAppend(t, rec, connectRecord("s1", []byte{10, 1, 1, 1}, 80,
+				recordpb.Verdict_VERDICT_DENY))
 			if err := rec.Close(); err != nil {
 				t.Fatal(err)
 			}
@@ -181,7 +183,8 @@ func recordForever(t *testing.T, dir string) {
 	rec := openTestRecorder(t, dir, RecorderOptions{MaxSegmentBytes: testSegBytes,
 		BufferBytes: 1000, Fsync: FsyncInterval, FsyncInterval: time.Millisecond})
 	for i := 0; ; i++ {
-		r := connectRecord("s1", []byte{10, 0, byte(i >> 8), byte(i)}, 443, recordpb.Verdict_VERDICT_ALLOW)
+		r := connectRecord("s1", []byte{10, 0, byte(i >> 8), byte(i)}, 443,
+			recordpb.Verdict_VERDICT_ALLOW)
 		if i%7 == 0 {
 			r = sampleRecords()[i%len(sampleRecords())]
 		}

@@ -283,7 +283,8 @@ func (rp *replayer) warnUnresolved() {
 // one of its exec paths that no control record resolved, as resolving the
 // path would have given it.
 func (rp *replayer) learnExec(s *replaySession, a intent.Action) {
-	if a.Kind != intent.Exec || a.FileDeleted || !slices.Contains(rp.opts.Intent.Exec.Paths, a.Path) {
+	if a.Kind != intent.Exec || a.FileDeleted ||
+		!slices.Contains(rp.opts.Intent.Exec.Paths, a.Path) {
 		return
 	}
 	if _, ok := s.files[a.Path]; ok {

@@ -3,6 +3,7 @@ package events
 import (
 	"bytes"
 	"fmt"
+	"maps"
 	"net/netip"
 	"slices"
 	"strings"
@@ -96,24 +97,19 @@ func (sc *scenario) open(id, yaml string, hosts map[string]string) uint64 {
 	o := &recordpb.SessionOpen{SessionId: id, Principal: "alice",
 		Identity: &recordpb.Identity{SpiffeId: "spiffe://example.org/" + id,
 			Strength: recordpb.Strength_STRENGTH_SVID},
-		Intent:    &recordpb.IntentRef{Name: in.Name, Hash: []byte(in.Hash()), Canonical: in.Canonical()},
-		ExecFiles: []*recordpb.ExecFile{{Path: "/usr/bin/python3", Dev: python.Dev, Ino: python.Ino}},
+		Intent: intentRef(in),
+		ExecFiles: []*recordpb.ExecFile{{Path: "/usr/bin/python3", Dev: python.Dev,
+			Ino: python.Ino}},
 	}
-	for _, h := range slices.Sorted(mapsKeys(hosts)) {
+	for _, h := range slices.Sorted(maps.Keys(hosts)) {
 		o.Hosts = append(o.Hosts, &recordpb.HostAddrs{Host: h,
 			Addrs: [][]byte{netip.MustParseAddr(hosts[h]).AsSlice()}})
 	}
 	return sc.add(&recordpb.Record{Body: &recordpb.Record_SessionOpen{SessionOpen: o}})
 }
 
-func mapsKeys(m map[string]string) func(func(string) bool) {
-	return func(yield func(string) bool) {
-		for k := range m {
-			if !yield(k) {
-				return
-			}
-		}
-	}
+func intentRef(in *intent.Intent) *recordpb.IntentRef {
+	return &recordpb.IntentRef{Name: in.Name, Hash: []byte(in.Hash()), Canonical: in.Canonical()}
 }
 
 func (sc *scenario) connect(id, dst string, proto recordpb.Protocol, op recordpb.ConnectOp,
@@ -126,7 +122,8 @@ func (sc *scenario) connect(id, dst string, proto recordpb.Protocol, op recordpb
 }
 
 func (sc *scenario) tcp(id, dst string, v recordpb.Verdict) uint64 {
-	return sc.connect(id, dst, recordpb.Protocol_PROTOCOL_TCP, recordpb.ConnectOp_CONNECT_OP_CONNECT, v)
+	return sc.connect(id, dst, recordpb.Protocol_PROTOCOL_TCP,
+		recordpb.ConnectOp_CONNECT_OP_CONNECT, v)
 }
 
 func (sc *scenario) unixConnect(id, path string, v recordpb.Verdict) uint64 {
@@ -174,7 +171,8 @@ func recordScenario(t testing.TB, tamper bool) (string, seqs) {
 		v = allow
 	}
 	s.tampered = sc.tcp("s1", "192.168.1.1:443", v)
-	sc.connect("s1", "10.0.0.53:53", recordpb.Protocol_PROTOCOL_UDP, recordpb.ConnectOp_CONNECT_OP_SENDMSG, deny)
+	sc.connect("s1", "10.0.0.53:53", recordpb.Protocol_PROTOCOL_UDP,
+		recordpb.ConnectOp_CONNECT_OP_SENDMSG, deny)
 	s.unixPostgres = sc.unixConnect("s1", "/run/postgresql/.s.PGSQL.5432", allow)
 	sc.unixConnect("s1", "/run/docker.sock", deny)
 	sc.exec("s1", "/usr/bin/python3", python, allow)
@@ -392,7 +390,7 @@ func TestReplayFollowsIntentChange(t *testing.T) {
 	in := parseIntent(t, retryIntent)
 	sc.add(&recordpb.Record{Body: &recordpb.Record_IntentChange{IntentChange: &recordpb.IntentChange{
 		SessionId: "s1", Reason: "widened by operator",
-		Intent: &recordpb.IntentRef{Name: in.Name, Hash: []byte(in.Hash()), Canonical: in.Canonical()}}}})
+		Intent: intentRef(in)}}})
 	sc.tcp("s1", "10.5.5.5:443", allow)
 	rep := replayDir(t, sc.close(), ReplayOptions{})
 	if rep.Actions != 2 || rep.Differ != 0 {
