@@ -348,7 +348,7 @@ func (v *verifier) checkRetention(first segmentFile) error {
 // checkSeal checks that the recording reaches the record it was sealed at.
 func (v *verifier) checkSeal(dir string, last segmentFile) error {
 	s := v.seal
-	if s == nil || s.Seq <= v.firstPrev.PrevSeq {
+	if s == nil || s.Seq < v.firstPrev.PrevSeq {
 		return nil
 	}
 	v.file = last.Path
@@ -361,6 +361,9 @@ func (v *verifier) checkSeal(dir string, last segmentFile) error {
 		}
 		return v.fail(v.end, v.seq+1, ProblemTruncated,
 			"recording ends at record %d but was sealed at record %d", v.seq, s.Seq)
+	}
+	if s.Seq == v.firstPrev.PrevSeq {
+		v.sealHash = &v.firstPrev.PrevHash
 	}
 	if v.sealHash == nil || *v.sealHash != s.Hash {
 		v.file = filepath.Join(dir, sealName)

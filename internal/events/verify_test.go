@@ -128,6 +128,21 @@ func TestVerifyIntact(t *testing.T) {
 	}
 }
 
+func TestVerifyEmpty(t *testing.T) {
+	dir := t.TempDir()
+	rec := openTestRecorder(t, dir, RecorderOptions{})
+	if err := rec.Close(); err != nil {
+		t.Fatal(err)
+	}
+	rep, err := Verify(dir)
+	if err != nil || rep.Records != 0 || rep.Segments != 1 || !rep.Sealed {
+		t.Fatalf("Verify = %+v, %v; want one sealed, empty segment", rep, err)
+	}
+	if _, err := Verify(t.TempDir()); !errors.Is(err, ErrNoRecording) {
+		t.Fatalf("Verify of an empty directory = %v, want ErrNoRecording", err)
+	}
+}
+
 func TestVerifyCatchesEdits(t *testing.T) {
 	tests := []struct {
 		name string
