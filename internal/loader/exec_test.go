@@ -71,6 +71,29 @@ func (tr *tracer) read() *records {
 	return r
 }
 
+// readUntil reads both rings until done says the records it needs are in,
+// for at most five seconds.
+func (tr *tracer) readUntil(done func(*records) bool) *records {
+	tr.t.Helper()
+	r := &records{}
+	for end := time.Now().Add(5 * time.Second); !done(r) && time.Now().Before(end); {
+		for _, rd := range []*ringbuf.Reader{tr.events, tr.denials} {
+			for {
+				rd.SetDeadline(time.Now().Add(2 * time.Millisecond))
+				rec, err := rd.Read()
+				if errors.Is(err, os.ErrDeadlineExceeded) {
+					break
+				}
+				if err != nil {
+					tr.t.Fatal(err)
+				}
+				r.add(tr.t, rec.RawSample)
+			}
+		}
+	}
+	return r
+}
+
 func (r *records) add(t *testing.T, raw []byte) {
 	t.Helper()
 	var h netEventHeader
@@ -177,6 +200,17 @@ func (p proc) String() string {
 // session cgroup dir and waits for it.
 func spawn(t *testing.T, dir, cwd string, argv ...string) proc {
 	t.Helper()
+	return spawnIn(t, dir, cwd, nil, argv...)
+}
+
+// spawnEnv is spawn with variables added to the test's environment.
+func spawnEnv(t *testing.T, dir string, env []string, argv ...string) proc {
+	t.Helper()
+	return spawnIn(t, dir, "", append(os.Environ(), env...), argv...)
+}
+
+func spawnIn(t *testing.T, dir, cwd string, env []string, argv ...string) proc {
+	t.Helper()
 	fd, err := syscall.Open(dir, syscall.O_DIRECTORY|syscall.O_RDONLY, 0)
 	if err != nil {
 		t.Fatal(err)
@@ -184,7 +218,7 @@ func spawn(t *testing.T, dir, cwd string, argv ...string) proc {
 	defer syscall.Close(fd)
 
 	var out bytes.Buffer
-	cmd := &exec.Cmd{Path: argv[0], Args: argv, Dir: cwd, Stdout: &out, Stderr: &out}
+	cmd := &exec.Cmd{Path: argv[0], Args: argv, Dir: cwd, Env: env, Stdout: &out, Stderr: &out}
 	cmd.SysProcAttr = &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: fd}
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("start %s: %v", argv[0], err)

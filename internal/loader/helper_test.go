@@ -2,6 +2,7 @@ package loader
 
 import (
 	"fmt"
+	"net/netip"
 	"os"
 	"strconv"
 	"strings"
@@ -26,6 +27,7 @@ func TestMain(m *testing.M) {
 var helpers = map[string]func(args []string) error{
 	"sendmmsg":         sendmmsg,
 	"io_uring_connect": ioUringConnect,
+	"net_batch":        netBatch,
 }
 
 func result(err error) string {
@@ -178,4 +180,61 @@ func ioUringConnect(args []string) error {
 		return unix.Errno(-cqe.res)
 	}
 	return nil
+}
+
+// netBatch performs one network call per argument, each on a new socket,
+// and prints one result per line. An argument is
+// "kind,proto,family,addr,port": kind connect, sendto or fastopen (sendto
+// with MSG_FASTOPEN), proto tcp or udp, family 4 or 6 (an IPv4 address
+// with family 6 is sent IPv4-mapped from an IPv6 socket).
+func netBatch(args []string) error {
+	for _, a := range args {
+		fmt.Println(result(netCall(a)))
+	}
+	return nil
+}
+
+func netCall(spec string) error {
+	f := strings.Split(spec, ",")
+	if len(f) != 5 {
+		return fmt.Errorf("bad action %q", spec)
+	}
+	addr, err := netip.ParseAddr(f[3])
+	if err != nil {
+		return err
+	}
+	port, err := strconv.ParseUint(f[4], 10, 16)
+	if err != nil {
+		return err
+	}
+	typ := unix.SOCK_STREAM
+	if f[1] == "udp" {
+		typ = unix.SOCK_DGRAM
+	}
+	var sa unix.Sockaddr = &unix.SockaddrInet6{Port: int(port), Addr: addr.As16()}
+	family := unix.AF_INET6
+	if f[2] == "4" {
+		family = unix.AF_INET
+		sa = &unix.SockaddrInet4{Port: int(port), Addr: addr.As4()}
+	}
+	fd, err := unix.Socket(family, typ|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("socket: %w", err)
+	}
+	defer unix.Close(fd)
+	// A connect that nobody answers ends rather than hangs.
+	tv := unix.Timeval{Sec: 2}
+	if err := unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_SNDTIMEO, &tv); err != nil {
+		return err
+	}
+
+	switch f[0] {
+	case "connect":
+		return unix.Connect(fd, sa)
+	case "sendto":
+		return unix.Sendto(fd, []byte("x"), 0, sa)
+	case "fastopen":
+		return unix.Sendto(fd, []byte("x"), unix.MSG_FASTOPEN, sa)
+	}
+	return fmt.Errorf("bad action kind %q", f[0])
 }
