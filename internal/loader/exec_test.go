@@ -47,6 +47,7 @@ type records struct {
 	forks []netForkEvent
 	exits []netExitEvent
 	nets  []netNetEvent
+	unix  []netUnixEvent
 }
 
 // read drains both rings and decodes what they held. Every record of a
@@ -111,9 +112,12 @@ func (r *records) add(t *testing.T, raw []byte) {
 	case netIdendEventKindEVENT_EXIT:
 		r.exits = append(r.exits, netExitEvent{})
 		ok = decode(raw, &r.exits[len(r.exits)-1])
-	case netIdendEventKindEVENT_CONNECT, netIdendEventKindEVENT_SENDMSG:
+	case netIdendEventKindEVENT_CONNECT, netIdendEventKindEVENT_SENDMSG, netIdendEventKindEVENT_SOCKET:
 		r.nets = append(r.nets, netNetEvent{})
 		ok = decode(raw, &r.nets[len(r.nets)-1])
+	case netIdendEventKindEVENT_UNIX_CONNECT, netIdendEventKindEVENT_UNIX_SENDMSG:
+		r.unix = append(r.unix, netUnixEvent{})
+		ok = decode(raw, &r.unix[len(r.unix)-1])
 	}
 	if !ok {
 		t.Fatalf("record of kind %d: %d bytes, too short", h.Kind, len(raw))

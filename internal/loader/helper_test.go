@@ -1,6 +1,7 @@
 package loader
 
 import (
+	"encoding/hex"
 	"fmt"
 	"net/netip"
 	"os"
@@ -182,11 +183,16 @@ func ioUringConnect(args []string) error {
 	return nil
 }
 
-// netBatch performs one network call per argument, each on a new socket,
-// and prints one result per line. An argument is
-// "kind,proto,family,addr,port": kind connect, sendto or fastopen (sendto
-// with MSG_FASTOPEN), proto tcp or udp, family 4 or 6 (an IPv4 address
-// with family 6 is sent IPv4-mapped from an IPv6 socket).
+// netBatch performs one call per argument and prints one result per line.
+// An argument is "kind,args...":
+//
+//	connect|sendto|fastopen,tcp|udp,4|6,ADDR,PORT  (fastopen: sendto with
+//	    MSG_FASTOPEN; family 6 with an IPv4 address sends it IPv4-mapped)
+//	socket,FAMILY,TYPE,PROTOCOL
+//	uconnect|usendto,HEXPATH  (a unix socket address, "@" for the NUL of
+//	    an abstract name, hex-encoded)
+//
+// Each call is made on a new socket.
 func netBatch(args []string) error {
 	for _, a := range args {
 		fmt.Println(result(netCall(a)))
@@ -196,9 +202,77 @@ func netBatch(args []string) error {
 
 func netCall(spec string) error {
 	f := strings.Split(spec, ",")
-	if len(f) != 5 {
-		return fmt.Errorf("bad action %q", spec)
+	switch {
+	case f[0] == "socket" && len(f) == 4:
+		return socketCall(f[1:])
+	case (f[0] == "uconnect" || f[0] == "usendto") && len(f) == 2:
+		return unixCall(f[0], f[1])
+	case len(f) == 5:
+		return inetCall(f)
 	}
+	return fmt.Errorf("bad action %q", spec)
+}
+
+func socketCall(f []string) error {
+	var n [3]int
+	for i := range n {
+		v, err := strconv.Atoi(f[i])
+		if err != nil {
+			return err
+		}
+		n[i] = v
+	}
+	fd, err := unix.Socket(n[0], n[1]|unix.SOCK_CLOEXEC, n[2])
+	if err != nil {
+		return err
+	}
+	return unix.Close(fd)
+}
+
+func unixCall(kind, hexPath string) error {
+	name, err := hex.DecodeString(hexPath)
+	if err != nil {
+		return err
+	}
+	typ := unix.SOCK_STREAM
+	if kind == "usendto" {
+		typ = unix.SOCK_DGRAM
+	}
+	fd, err := unix.Socket(unix.AF_UNIX, typ|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("socket: %w", err)
+	}
+	defer unix.Close(fd)
+
+	// The address as the kernel gets it: sun_path holds exactly the
+	// bytes of name, the length counts no terminator.
+	var sa unix.RawSockaddrUnix
+	sa.Family = unix.AF_UNIX
+	if len(name) > len(sa.Path) {
+		return fmt.Errorf("unix path of %d bytes", len(name))
+	}
+	for i, b := range name {
+		sa.Path[i] = int8(b)
+	}
+	if len(name) > 0 && name[0] == '@' {
+		sa.Path[0] = 0
+	}
+	size := uintptr(2 + len(name))
+	ptr := uintptr(unsafe.Pointer(&sa))
+	var errno unix.Errno
+	if kind == "uconnect" {
+		_, _, errno = unix.Syscall(unix.SYS_CONNECT, uintptr(fd), ptr, size)
+	} else {
+		b := []byte("x")
+		_, _, errno = unix.Syscall6(unix.SYS_SENDTO, uintptr(fd), uintptr(unsafe.Pointer(&b[0])), 1, 0, ptr, size)
+	}
+	if errno != 0 {
+		return errno
+	}
+	return nil
+}
+
+func inetCall(f []string) error {
 	addr, err := netip.ParseAddr(f[3])
 	if err != nil {
 		return err
