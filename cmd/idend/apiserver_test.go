@@ -18,6 +18,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/idend/idend/internal/api/apipb"
+	"github.com/idend/idend/internal/attest"
 )
 
 // testAPI serves the daemon's gRPC API on a real unix socket, keeping
@@ -28,6 +29,8 @@ type testAPI struct {
 	apipb.UnimplementedIdendServer
 
 	socket string
+	// verifier, when set, verifies the SVIDs sessions are opened with.
+	verifier *attest.Verifier
 
 	mu       sync.Mutex
 	next     int
@@ -82,6 +85,10 @@ func (a *testAPI) OpenSession(_ context.Context, req *apipb.OpenSessionRequest) 
 	if req.Parent != "" && a.sessions[req.Parent] == nil {
 		return nil, status.Errorf(codes.NotFound, "parent session %s not found", req.Parent)
 	}
+	identity, err := a.identify(req)
+	if err != nil {
+		return nil, err
+	}
 	a.next++
 	id := fmt.Sprintf("s-test%d", a.next)
 	ttl := time.Hour
@@ -91,7 +98,7 @@ func (a *testAPI) OpenSession(_ context.Context, req *apipb.OpenSessionRequest) 
 	s := &apipb.Session{
 		Id: id, Parent: req.Parent, Cgroup: "/sys/fs/cgroup/idend/" + id,
 		Principal: req.Principal,
-		Identity:  &apipb.Identity{Strength: "bearer", Fingerprint: "hmac-sha256:00"},
+		Identity:  identity,
 		Intent:    &apipb.IntentInfo{Name: "test-intent", Hash: "sha256:00", OnViolation: "block"},
 		Created:   time.Now().UTC().Format(time.RFC3339),
 		Expires:   time.Now().Add(ttl).UTC().Format(time.RFC3339),
@@ -100,6 +107,31 @@ func (a *testAPI) OpenSession(_ context.Context, req *apipb.OpenSessionRequest) 
 	a.sessions[id] = s
 	a.opened = append(a.opened, req)
 	return s, nil
+}
+
+func (a *testAPI) Challenge(context.Context, *apipb.ChallengeRequest) (*apipb.ChallengeResponse, error) {
+	if a.verifier == nil {
+		return nil, status.Error(codes.FailedPrecondition, "no SPIFFE trust bundle")
+	}
+	return &apipb.ChallengeResponse{Challenge: a.verifier.NewChallenge()}, nil
+}
+
+// identify verifies the SVID of req, as the daemon does.
+func (a *testAPI) identify(req *apipb.OpenSessionRequest) (*apipb.Identity, error) {
+	var id *attest.Identity
+	var err error
+	switch {
+	case len(req.SvidChain) > 0 && a.verifier != nil:
+		id, err = a.verifier.VerifyX509(req.SvidChain, req.Challenge, req.ChallengeSignature)
+	case req.JwtSvid != "" && a.verifier != nil:
+		id, err = a.verifier.VerifyJWT(req.JwtSvid)
+	default:
+		return &apipb.Identity{Strength: "bearer", Fingerprint: "hmac-sha256:00"}, nil
+	}
+	if err != nil {
+		return nil, status.Error(codes.Unauthenticated, err.Error())
+	}
+	return &apipb.Identity{SpiffeId: id.SPIFFEID, Strength: id.Strength.String()}, nil
 }
 
 func (a *testAPI) session(id string) (*apipb.Session, error) {
