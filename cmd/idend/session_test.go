@@ -215,4 +215,3 @@ func TestSessionLifecycle(t *testing.T) {
 		t.Fatalf("want the daemon's message alone, got %s", r)
 	}
 }
-
