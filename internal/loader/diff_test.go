@@ -313,71 +313,95 @@ func kernelAllowed(line string) (allowed bool, ok bool) {
 func TestEvaluateAgreesWithKernel(t *testing.T) {
 	tr := newTracer(t)
 	dir, cg := tr.session("name: diff\npurpose: differential test\n")
-	u := newDiffUniverse(t, tr.l.Features().UnixHooks)
-	var sessionID uint64 = 1 << 32
-	// How often each verdict came up, to catch generators that never
-	// reach one of them.
-	seen := map[intent.Verdict]int{}
-	kinds := map[string]int{}
+	d := &diffRun{
+		t: t, tr: tr, dir: dir, cgroup: cg, session: 1 << 32,
+		u:     newDiffUniverse(t, tr.l.Features().UnixHooks),
+		seen:  map[intent.Verdict]int{},
+		kinds: map[string]int{},
+	}
+	rapid.Check(t, d.check)
 
-	rapid.Check(t, func(rt *rapid.T) {
-		text := u.intent(rt)
-		in, err := intent.Parse("diff.yaml", []byte(text))
-		if err != nil {
-			rt.Fatalf("generated intent does not parse: %v\n%s", err, text)
-		}
-		c, err := intent.Compile(in, nil, nil)
-		if errors.Is(err, intent.ErrTooLarge) {
-			rt.Skip("more port rules at a prefix than the kernel scans")
-		}
-		if err != nil {
-			rt.Fatalf("compile: %v\n%s", err, text)
-		}
-		actions := rapid.SliceOfN(u.action(), 10, 30).Draw(rt, "actions")
-
-		sessionID++
-		if err := tr.l.Apply(cg, sessionID, c); err != nil {
-			t.Fatalf("apply: %v", err)
-		}
-		lines, pid := runBatch(t, dir, actions)
-		decisions := make([]intent.Decision, len(actions))
-		want := 0
-		for i, a := range actions {
-			decisions[i] = intent.Evaluate(c, a.action())
-			if a.recorded(decisions[i]) {
-				want++
-			}
-		}
-		recs := tr.readUntil(func(r *records) bool {
-			return len(r.of(pid)) >= want && r.exit(pid) != nil
-		}).of(pid)
-		if len(recs) != want {
-			rt.Fatalf("%d records for %d recorded actions", len(recs), want)
-		}
-
-		for i, a := range actions {
-			d := decisions[i]
-			allowed, ok := kernelAllowed(lines[i])
-			if !ok {
-				t.Fatalf("%s: unexpected result %q", a, lines[i])
-			}
-			if allowed != d.Verdict.Allowed() {
-				rt.Errorf("%s: kernel %q, Evaluate %s (%s)\nintent:\n%s", a, lines[i], d.Verdict, d.Reason, text)
-			}
-			if a.recorded(d) {
-				checkRecord(rt, recs[0], a, d, sessionID)
-				recs = recs[1:]
-			}
-			seen[d.Verdict]++
-			kinds[a.kind]++
-		}
-	})
-	t.Logf("verdicts: %v; actions: %v; sockets: %v", seen, kinds, u.sockets)
+	t.Logf("verdicts: %v; actions: %v; sockets: %v", d.seen, d.kinds, d.u.sockets)
 	for _, v := range []intent.Verdict{intent.VerdictAllow, intent.VerdictDeny, intent.VerdictAudit, intent.VerdictEscalate} {
-		if seen[v] == 0 {
+		if d.seen[v] == 0 {
 			t.Errorf("no action had verdict %s", v)
 		}
 	}
+}
+
+// diffRun is the state of the differential test across its checks.
+type diffRun struct {
+	t       *testing.T
+	tr      *tracer
+	dir     string
+	cgroup  uint64
+	session uint64
+	u       *diffUniverse
+	// How often each verdict and kind came up, to catch generators that
+	// never reach one of them.
+	seen  map[intent.Verdict]int
+	kinds map[string]int
+}
+
+// check applies a generated intent to the session, runs generated actions
+// in it and compares each outcome and record with Evaluate's decision.
+// Failures of the test's own machinery stop the test through d.t.
+func (d *diffRun) check(rt *rapid.T) {
+	text := d.u.intent(rt)
+	c := compileDiff(rt, text)
+	actions := rapid.SliceOfN(d.u.action(), 10, 30).Draw(rt, "actions")
+
+	d.session++
+	if err := d.tr.l.Apply(d.cgroup, d.session, c); err != nil {
+		d.t.Fatalf("apply: %v", err)
+	}
+	lines, pid := runBatch(d.t, d.dir, actions)
+	decisions := make([]intent.Decision, len(actions))
+	want := 0
+	for i, a := range actions {
+		decisions[i] = intent.Evaluate(c, a.action())
+		if a.recorded(decisions[i]) {
+			want++
+		}
+	}
+	recs := d.tr.readUntil(func(r *records) bool {
+		return len(r.of(pid)) >= want && r.exit(pid) != nil
+	}).of(pid)
+	if len(recs) != want {
+		rt.Fatalf("%d records for %d recorded actions", len(recs), want)
+	}
+
+	for i, a := range actions {
+		dec := decisions[i]
+		allowed, ok := kernelAllowed(lines[i])
+		if !ok {
+			d.t.Fatalf("%s: unexpected result %q", a, lines[i])
+		}
+		if allowed != dec.Verdict.Allowed() {
+			rt.Errorf("%s: kernel %q, Evaluate %s (%s)\nintent:\n%s", a, lines[i], dec.Verdict, dec.Reason, text)
+		}
+		if a.recorded(dec) {
+			checkRecord(rt, recs[0], a, dec, d.session)
+			recs = recs[1:]
+		}
+		d.seen[dec.Verdict]++
+		d.kinds[a.kind]++
+	}
+}
+
+func compileDiff(rt *rapid.T, text string) *intent.Compiled {
+	in, err := intent.Parse("diff.yaml", []byte(text))
+	if err != nil {
+		rt.Fatalf("generated intent does not parse: %v\n%s", err, text)
+	}
+	c, err := intent.Compile(in, nil, nil)
+	if errors.Is(err, intent.ErrTooLarge) {
+		rt.Skip("more port rules at a prefix than the kernel scans")
+	}
+	if err != nil {
+		rt.Fatalf("compile: %v\n%s", err, text)
+	}
+	return c
 }
 
 // runBatch runs the actions from one helper process in dir and returns a

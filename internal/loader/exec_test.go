@@ -822,3 +822,38 @@ func TestExecArgvTruncated(t *testing.T) {
 		t.Errorf("argv of %d bytes: %q, want the first %d bytes", ev.ArgvLen, bytesOf(ev.Argv[:]), len(want))
 	}
 }
+
+// A process that gets the pid of an earlier one has another key: the
+// start time tells them apart.
+func TestProcessKeyOutlivesPIDReuse(t *testing.T) {
+	tr := newTracer(t)
+	dir, _ := tr.session("name: reuse\npurpose: two processes, one pid\n")
+	first := spawn(t, dir, "", "/bin/true")
+	ev := tr.read().exec(first.pid)
+	if ev == nil {
+		t.Fatalf("no exec record for %v", first)
+	}
+	key := ev.Hdr.StartNs
+
+	// Ask for the same pid again: the next pid the kernel hands out is
+	// ns_last_pid + 1. Another fork on the host can take it first.
+	for range 20 {
+		if err := os.WriteFile("/proc/sys/kernel/ns_last_pid", []byte(fmt.Sprint(first.pid-1)), 0); err != nil {
+			t.Skipf("cannot choose the next pid: %v", err)
+		}
+		second := spawn(t, dir, "", "/bin/true")
+		recs := tr.read()
+		if second.pid != first.pid {
+			continue
+		}
+		ev := recs.exec(second.pid)
+		if ev == nil || ev.Hdr.StartNs == key || ev.Hdr.StartNs == 0 {
+			t.Fatalf("exec record of the second process with pid %d: %+v, want a start time other than %d", second.pid, ev, key)
+		}
+		if ex := recs.exit(second.pid); ex == nil || ex.Hdr.StartNs != ev.Hdr.StartNs {
+			t.Errorf("exit record of the second process: %+v, want start %d", ex, ev.Hdr.StartNs)
+		}
+		return
+	}
+	t.Skip("could not get the same pid twice: the host forks too often")
+}
