@@ -355,33 +355,33 @@ type execCase struct {
 }
 
 func execCases(f *execFixture) []execCase {
-	script := func(interp, script string) []string { return []string{interp, script} }
+	l := func(s ...string) []string { return s }
 	return []execCase{
-		{name: "allowed", allow: []string{f.tool}, argv: []string{f.tool}, ran: true, file: f.tool},
-		{name: "symlink to allowed", allow: []string{f.tool}, argv: []string{f.symTool}, ran: true, file: f.tool},
-		{name: "symlink to forbidden", allow: []string{f.tool}, argv: []string{f.symCopy}, file: f.copy},
-		{name: "relative path", allow: []string{f.tool}, cwd: f.bin, argv: []string{"./tool"}, ran: true, file: f.tool},
-		{name: "relative path to forbidden", allow: []string{f.tool}, cwd: f.bin, argv: []string{"./copy"}, file: f.copy},
-		{name: "relative dotdot", allow: []string{f.tool}, cwd: f.bin, argv: []string{"../bin/./tool"}, ran: true, file: f.tool},
-		{name: "hardlink of allowed", allow: []string{f.tool}, argv: []string{f.hardlink}, ran: true, file: f.hardlink},
-		{name: "allowed by its other link", allow: []string{f.hardlink}, argv: []string{f.tool}, ran: true, file: f.tool},
-		{name: "copy of allowed", allow: []string{f.tool}, argv: []string{f.copy}, file: f.copy},
+		{name: "allowed", allow: l(f.tool), argv: l(f.tool), ran: true, file: f.tool},
+		{name: "symlink to allowed", allow: l(f.tool), argv: l(f.symTool), ran: true, file: f.tool},
+		{name: "symlink to forbidden", allow: l(f.tool), argv: l(f.symCopy), file: f.copy},
+		{name: "relative path", allow: l(f.tool), cwd: f.bin, argv: l("./tool"), ran: true, file: f.tool},
+		{name: "relative path to forbidden", allow: l(f.tool), cwd: f.bin, argv: l("./copy"), file: f.copy},
+		{name: "relative dotdot", allow: l(f.tool), cwd: f.bin, argv: l("../bin/./tool"), ran: true, file: f.tool},
+		{name: "hardlink of allowed", allow: l(f.tool), argv: l(f.hardlink), ran: true, file: f.hardlink},
+		{name: "allowed by its other link", allow: l(f.hardlink), argv: l(f.tool), ran: true, file: f.tool},
+		{name: "copy of allowed", allow: l(f.tool), argv: l(f.copy), file: f.copy},
 		{
-			name: "shebang, interpreter forbidden", allow: []string{f.tool, f.shScript},
-			argv: []string{f.shScript}, file: shPath, recArgv: script(shPath, f.shScript),
+			name: "shebang, interpreter forbidden", allow: l(f.tool, f.shScript),
+			argv: l(f.shScript), file: shPath, recArgv: l(shPath, f.shScript),
 		},
 		{
-			name: "shebang, interpreter allowed", allow: []string{python3Path},
-			argv: []string{f.pyScript}, ran: true, file: python3Path, recArgv: script(python3Path, f.pyScript),
+			name: "shebang, interpreter allowed", allow: l(python3Path),
+			argv: l(f.pyScript), ran: true, file: python3Path, recArgv: l(python3Path, f.pyScript),
 		},
-		{name: "dynamic loader", allow: []string{f.tool}, argv: []string{loaderPath, f.tool}, file: loaderPath},
+		{name: "dynamic loader", allow: l(f.tool), argv: l(loaderPath, f.tool), file: loaderPath},
 		// Allowing the loader allows whatever it is asked to load.
-		{name: "dynamic loader allowed", allow: []string{loaderPath}, argv: []string{loaderPath, f.copy}, ran: true, file: loaderPath},
+		{name: "dynamic loader allowed", allow: l(loaderPath), argv: l(loaderPath, f.copy), ran: true, file: loaderPath},
 		// A multi-call binary is one file: allowing it allows every applet.
-		{name: "busybox applet", allow: []string{busyboxPath}, argv: []string{f.bbTouch}, ran: true, file: busyboxPath},
-		{name: "busybox sh", allow: []string{busyboxPath}, argv: []string{f.bbSh, "-c", `: > "$0"`}, ran: true, file: busyboxPath},
-		{name: "busybox applet forbidden", allow: []string{f.tool, touchPath}, argv: []string{f.bbTouch}, file: busyboxPath},
-		{name: "busybox sh forbidden", allow: []string{f.tool, shPath}, argv: []string{f.bbSh, "-c", `: > "$0"`}, file: busyboxPath},
+		{name: "busybox applet", allow: l(busyboxPath), argv: l(f.bbTouch), ran: true, file: busyboxPath},
+		{name: "busybox sh", allow: l(busyboxPath), argv: l(f.bbSh, "-c", `: > "$0"`), ran: true, file: busyboxPath},
+		{name: "busybox applet forbidden", allow: l(f.tool, touchPath), argv: l(f.bbTouch), file: busyboxPath},
+		{name: "busybox sh forbidden", allow: l(f.tool, shPath), argv: l(f.bbSh, "-c", `: > "$0"`), file: busyboxPath},
 	}
 }
 
