@@ -80,11 +80,15 @@ running daemon.`,
 	})
 
 	root.AddCommand(
+		newDaemonCmd(g),
 		newDoctorCmd(g),
+		newIntentCmd(g),
 		newSessionCmd(g),
 		newRunCmd(g),
 		newExecCmd(g),
+		newEventsCmd(g),
 		newAuditCmd(g),
+		newReplayCmd(g),
 		newVersionCmd(),
 	)
 	return root

@@ -95,6 +95,15 @@ func TestBadUsage(t *testing.T) {
 		{[]string{"session", "close", "a", "b"}, `unexpected argument "b"`},
 		{[]string{"session", "approve", "s1"}, "missing argument ESCALATION-ID"},
 		{[]string{"session", "list", "--json=maybe"}, `"--json" flag`},
+		{[]string{"daemon", "--state-dir"}, "flag needs an argument: --state-dir"},
+		{[]string{"daemon", "--socket", ""}, "--socket"},
+		{[]string{"daemon", "--cgroup-root="}, "--cgroup-root"},
+		{[]string{"intent", "check"}, "missing argument FILE"},
+		{[]string{"intent", "check", "a.yaml", "--parent"}, "flag needs an argument: --parent"},
+		{[]string{"events", "--kind", "exec,bogus"}, "--kind"},
+		{[]string{"events", "--verdict", "maybe"}, "--verdict"},
+		{[]string{"events", "extra"}, "takes no arguments"},
+		{[]string{"replay", "--bogus"}, "unknown flag: --bogus"},
 		{[]string{"doctor", "extra"}, `takes no arguments, got "extra"`},
 		{[]string{"run", "--session", "s1"}, "missing argument CMD"},
 		{[]string{"run", "--", "true"}, "--session ID or --intent FILE"},
@@ -141,10 +150,10 @@ func TestGroupWithoutCommand(t *testing.T) {
 
 func TestHelp(t *testing.T) {
 	for _, args := range [][]string{
-		{"--help"}, {"doctor", "--help"},
+		{"--help"}, {"daemon", "--help"}, {"doctor", "--help"}, {"intent", "check", "--help"},
 		{"session", "open", "--help"}, {"session", "list", "--help"}, {"session", "show", "--help"},
 		{"session", "close", "--help"}, {"session", "approve", "--help"}, {"run", "--help"},
-		{"audit", "verify", "--help"},
+		{"events", "--help"}, {"audit", "verify", "--help"}, {"replay", "--help"},
 		{"version", "--help"},
 	} {
 		r := idend(t, nil, args...)
