@@ -57,18 +57,25 @@ static __always_inline int judge_unix(struct bpf_sock_addr *ctx, __u16 kind)
 		len = UNIX_PATH_MAX;
 	ev->path_len = len;
 	bpf_probe_read_kernel(ev->path, len & 127, un->sun_path);
-	/* A pathname may end in NULs the caller counted in the length. */
-	if (ev->path[0] != '\0') {
-		for (int i = 0; i < UNIX_PATH_MAX; i++) {
-			if (ev->path[i] == '\0') {
+	/* A pathname ends at its first NUL, whatever the caller counted in
+	 * the length: the bytes after it are not part of the name the kernel
+	 * looks up, so they are cleared before the lookup. An abstract name
+	 * (leading NUL) is every byte of the length; one holding another NUL
+	 * cannot be written in an intent and is outside it. */
+	bool odd = false;
+	for (int i = 1; i < UNIX_PATH_MAX; i++) {
+		if (ev->path[0] != '\0') {
+			if (ev->path[i] == '\0' && ev->path_len > i)
 				ev->path_len = i;
-				break;
-			}
+			if (i >= ev->path_len)
+				ev->path[i] = '\0';
+		} else if (i < ev->path_len && ev->path[i] == '\0') {
+			odd = true;
 		}
 	}
 
 	in = false;
-	if (s) {
+	if (s && !odd) {
 		struct unix_key k = { .policy = s->policy };
 
 		__builtin_memcpy(k.path, ev->path, UNIX_PATH_MAX);
