@@ -93,6 +93,8 @@ func (sv *server) OpenSession(ctx context.Context, req *apipb.OpenSessionRequest
 		or.file = "intent"
 	}
 	if own != nil {
+		// A sub-session acts for whoever triggered the session above it.
+		or.principal = ""
 		if or.parent == "" {
 			or.parent = own.ID
 		}
