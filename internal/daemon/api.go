@@ -288,6 +288,7 @@ func (sv *server) visible(own *Session, want string, r *recordpb.Record) bool {
 	}
 	s := sv.d.m.sessionByName(id)
 	return s != nil && s.isWithin(own.ID)
+
 }
 
 func (sv *server) Status(ctx context.Context, _ *apipb.StatusRequest) (*apipb.StatusResponse, error) {

@@ -13,6 +13,7 @@ import (
 	"sync"
 	"time"
 
+	lru "github.com/hashicorp/golang-lru/v2"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"golang.org/x/sys/unix"
 	"google.golang.org/grpc"
@@ -134,6 +135,7 @@ func (d *Daemon) newManager(ctx context.Context, root string, l *loader.Loader) 
 		sessions:   make(map[string]*Session),
 		byNum:      make(map[uint64]*Session),
 	}
+	m.closed, _ = lru.New[string, *Session](1024)
 	var bundles *attest.Bundles
 	if cfg.SPIFFE.AgentSocket != "" {
 		bundles, err = attest.StartBundles(cfg.SPIFFE.AgentSocket)
@@ -284,13 +286,18 @@ func Cleanup(cfg Config) error {
 	return errors.Join(errs...)
 }
 
+// sessionByName returns an open session, or one closed recently.
 func (m *manager) sessionByName(id string) *Session {
 	if id == "" {
 		return nil
 	}
 	m.mu.RLock()
-	defer m.mu.RUnlock()
-	return m.sessions[id]
+	s := m.sessions[id]
+	m.mu.RUnlock()
+	if s == nil {
+		s, _ = m.closed.Get(id)
+	}
+	return s
 }
 
 // sessionOfCgroup returns the session whose cgroup is dir, or nil.

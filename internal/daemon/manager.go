@@ -13,6 +13,8 @@ import (
 	"sync"
 	"time"
 
+	lru "github.com/hashicorp/golang-lru/v2"
+
 	"github.com/idend/idend/internal/attest"
 	"github.com/idend/idend/internal/cgroup"
 	"github.com/idend/idend/internal/events"
@@ -40,6 +42,9 @@ type manager struct {
 	mu       sync.RWMutex
 	sessions map[string]*Session
 	byNum    map[uint64]*Session
+	// closed keeps recently closed sessions, so that kernel records still
+	// in the rings when a session closes get its identity.
+	closed *lru.Cache[string, *Session]
 }
 
 // openRequest is a validated OpenSession call.
@@ -254,6 +259,7 @@ func (m *manager) closeLocked(s *Session, reason string) error {
 	errs = append(errs, err)
 	delete(m.sessions, s.ID)
 	delete(m.byNum, s.Num)
+	m.closed.Add(s.ID, s)
 	m.log.Info("session closed", "session", s.ID, "reason", reason)
 	return errors.Join(errs...)
 }
