@@ -8,9 +8,13 @@
 # Settings, from the environment:
 #   VM_KERNELS       names from kernels.txt to boot (default: all)
 #   VM_PACKAGES      Go packages whose tests run in the guests (default:
-#                    every package of the module with test files; with the
+#                    every package with privileged tests, that is whose test
+#                    files check for root with Geteuid() or check for a
+#                    guest with IDEND_VMTEST, less VM_SKIP_PACKAGES; with the
 #                    default, a package whose test binary does not build is
 #                    reported and left out, since `make test` catches it)
+#   VM_SKIP_PACKAGES packages left out of the default, each for a reason
+#                    given below
 #   VM_MODULES       kernel modules loaded in the guests, with dependencies
 #   VM_TOOLS         host programs copied into the guests, with libraries
 #   VM_TEST_ARGS     extra arguments for every test binary, e.g.
@@ -27,17 +31,21 @@ REPO=$(cd "$HERE/../.." && pwd)
 cd "$REPO"
 
 GO=${GO:-go}
+MODULE=$($GO list -m)
 CACHE=${VM_CACHE:-$HERE/.cache}
 VM_TIMEOUT=${VM_TIMEOUT:-600}
 VM_TEST_TIMEOUT=${VM_TEST_TIMEOUT:-5m}
 VM_MODULES=${VM_MODULES:-veth inet_diag tcp_diag udp_diag raw_diag unix_diag}
 VM_TOOLS=${VM_TOOLS:-sh dash bash sleep cat true false echo env id ls mkdir rm \
 	ps kill python3 curl nc ip ss grep sed head tail wc sort uname stat readlink \
-	chmod ln cp mv touch tee timeout xargs find}
+	chmod ln cp mv touch tee timeout xargs find busybox}
 # The programs the privileged tests run; missing ones fail the run.
-REQUIRED_TOOLS="sh python3 curl nc sleep cat true"
+REQUIRED_TOOLS="sh python3 curl nc sleep cat true touch busybox"
+# cmd/idend: its TestMain builds idend with the go command, which the
+# guests do not have; the guests do have the binary at /usr/bin/idend and
+# IDEND_BIN set to it.
+VM_SKIP_PACKAGES=${VM_SKIP_PACKAGES-$MODULE/cmd/idend}
 PYTHON=/usr/bin/python3
-MODULE=$($GO list -m)
 
 WORK=$CACHE/work
 RESULTS=$CACHE/results
@@ -59,7 +67,7 @@ host_tools() {
 	local -A pkg=(
 		[qemu-system-x86_64]=qemu-system-x86 [cpio]=cpio [curl]=curl
 		[nc]=netcat-openbsd [python3]=python3 [ip]=iproute2 [ps]=procps
-		[depmod]=kmod
+		[depmod]=kmod [busybox]=busybox
 	)
 	local missing=() cmd
 	for cmd in "${!pkg[@]}"; do
@@ -227,11 +235,24 @@ write_etc() {
 
 # --- builds -------------------------------------------------------------------
 
+# privileged_packages prints the packages whose tests check for root or for
+# a test/vm guest, less VM_SKIP_PACKAGES.
+privileged_packages() {
+	local pkg dir files
+	while read -r pkg dir files; do
+		[[ -n $files ]] || continue
+		[[ " $VM_SKIP_PACKAGES " == *" $pkg "* ]] && continue
+		if (cd "$dir" && grep -qE 'Geteuid\(\) != 0|IDEND_VMTEST' $files); then
+			echo "$pkg"
+		fi
+	done < <($GO list -e -f '{{.ImportPath}} {{.Dir}} {{join .TestGoFiles " "}} {{join .XTestGoFiles " "}}' ./...)
+}
+
 # build_tests ROOT: builds a static test binary per package into its
 # directory under ROOT/src and writes the guest's test list.
 build_tests() {
 	local root=$1 pkgs pkg rel bin explicit=${VM_PACKAGES:+1}
-	pkgs=${VM_PACKAGES:-$($GO list -e -f '{{if or .TestGoFiles .XTestGoFiles}}{{.ImportPath}}{{end}}' ./...)}
+	pkgs=${VM_PACKAGES:-$(privileged_packages)}
 	: >"$root/etc/vmtest/tests"
 	for pkg in $pkgs; do
 		pkg=${pkg#./}
@@ -359,13 +380,14 @@ verdict() {
 
 count() { grep -cE "^ *--- $1:" "$2" || true; }
 
-# host_records: the host's kernel, for the 6.18 column of the table.
+# host_records: the kernel of the machine running the matrix, for the last
+# column of the table.
 host_records() {
 	local out=$RESULTS/host
 	rm -rf "$out"
 	mkdir -p "$out"
 	{
-		echo "name host"
+		echo "name host $(uname -r | cut -d. -f1-2)"
 		echo "kernel $(uname -r)"
 		echo "lsm $(cat /sys/kernel/security/lsm 2>/dev/null || echo unknown)"
 		if [[ -x bin/idend && $(id -u) == 0 ]]; then
@@ -375,10 +397,11 @@ host_records() {
 }
 
 feature_table() {
-	local dirs=("$RESULTS/host") name
+	local dirs=() name
 	for name in "${NAMES[@]}"; do
 		dirs+=("$RESULTS/$name")
 	done
+	dirs+=("$RESULTS/host")
 	$GO run ./test/vm/kerneltable "${dirs[@]}" >"$CACHE/KERNELS.md"
 	if [[ ${VM_UPDATE_DOCS:-} == 1 ]]; then
 		cp "$CACHE/KERNELS.md" docs/KERNELS.md
@@ -426,6 +449,9 @@ main() {
 		printf 'test-vm: %-14s %-44s %-6s %s\n' "$name" "${PKG[$name]}" "${took[$name]}" "${result[$name]}"
 	done
 	log "total $((SECONDS - start))s for ${#NAMES[@]} kernels; packages: ${TESTED[*]}"
+	if [[ -z ${VM_PACKAGES:-} && -n $VM_SKIP_PACKAGES ]]; then
+		log "left out by VM_SKIP_PACKAGES: $VM_SKIP_PACKAGES"
+	fi
 	if ((${#NOT_BUILT[@]})); then
 		log "left out, test binary does not build: ${NOT_BUILT[*]}"
 	fi

@@ -82,3 +82,18 @@ func loopbackUp() error {
 	}
 	return nil
 }
+
+// initScope is where init moves itself, as systemd does on a node: the
+// cgroup2 root then has a child, and the tests run outside the root.
+const initScope = "/sys/fs/cgroup/init.scope"
+
+func enterInitScope() error {
+	if err := os.Mkdir(initScope, 0o755); err != nil {
+		return fmt.Errorf("create %s: %w", initScope, err)
+	}
+	pid := []byte(fmt.Sprint(os.Getpid()))
+	if err := os.WriteFile(initScope+"/cgroup.procs", pid, 0); err != nil {
+		return fmt.Errorf("move init into %s: %w", initScope, err)
+	}
+	return nil
+}

@@ -74,6 +74,9 @@ func run(rec *records) []string {
 	if err := loopbackUp(); err != nil {
 		fail("%v", err)
 	}
+	if err := enterInitScope(); err != nil {
+		fail("%v", err)
+	}
 	for _, r := range runTests(cfg, rec) {
 		if r != "" {
 			fail("%s", r)

@@ -150,6 +150,11 @@ const guestMarker = "IDEND_VMTEST"
 
 func setEnv(cfg config) {
 	guestEnv = append(guestEnv, guestMarker+"="+cfg.name)
+	// Tests that run the idend binary find it here, as the guest has no
+	// go command to build one.
+	if _, err := os.Stat(idendBinary); err == nil {
+		guestEnv = append(guestEnv, "IDEND_BIN="+idendBinary)
+	}
 	for _, kv := range guestEnv {
 		k, v, _ := strings.Cut(kv, "=")
 		_ = os.Setenv(k, v)
