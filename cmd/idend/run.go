@@ -204,6 +204,11 @@ func runChild(socket, id string, o *runOptions, argv []string, sigc chan os.Sign
 		return 0, fmt.Errorf("start %s: %w", argv[0], err)
 	}
 	defer cmd.Process.Release()
+	if tty != nil {
+		// Taking the terminal back from the background must not stop
+		// run. Ignored only now, so that the child does not inherit it.
+		signal.Ignore(unix.SIGTTOU)
+	}
 
 	done := make(chan struct{})
 	defer close(done)
@@ -271,8 +276,6 @@ func foregroundTerminal() *terminal {
 	if err != nil || fg != unix.Getpgrp() {
 		return nil
 	}
-	// Taking the terminal back from the background must not stop run.
-	signal.Ignore(unix.SIGTTOU)
 	return &terminal{fd: 0, pgrp: fg}
 }
 
@@ -280,7 +283,9 @@ func foregroundTerminal() *terminal {
 // and resumes the child when run is continued.
 func (t *terminal) suspend(pid int) {
 	_ = unix.IoctlSetPointerInt(t.fd, unix.TIOCSPGRP, t.pgrp)
-	_ = unix.Kill(os.Getpid(), unix.SIGSTOP)
+	// Stop through this thread: a SIGSTOP sent to the process may be taken
+	// by another thread while this one runs on and resumes the child.
+	_ = unix.Tgkill(os.Getpid(), unix.Gettid(), unix.SIGSTOP)
 
 	// Continued: in the foreground (fg), hand the terminal to the child;
 	// in the background (bg), leave it.
