@@ -73,6 +73,9 @@ func newDaemonCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
+			if os.Geteuid() != 0 {
+				return errors.New("the daemon needs root: it loads BPF programs and manages cgroups")
+			}
 			if o.cleanup {
 				return cleanupDaemon(cfg)
 			}

@@ -97,3 +97,16 @@ func TestDoctorNeedsRoot(t *testing.T) {
 		t.Fatalf("want exit 1 saying doctor needs root, got %d: %s", cmd.ProcessState.ExitCode(), out)
 	}
 }
+
+func TestDaemonNeedsRoot(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("runs the daemon as nobody, which needs root to arrange")
+	}
+	dir := t.TempDir()
+	cmd := idendCmd(nil, "daemon", "--state-dir", dir, "--socket", dir+"/sock")
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
+	out, _ := cmd.CombinedOutput()
+	if cmd.ProcessState.ExitCode() != exitFailure || !strings.Contains(string(out), "the daemon needs root") {
+		t.Fatalf("want exit 1 saying the daemon needs root, got %d: %s", cmd.ProcessState.ExitCode(), out)
+	}
+}

@@ -202,6 +202,12 @@ func TestDaemonCloseEndsRun(t *testing.T) {
 	}
 	id := strings.TrimSpace(r.stdout)
 
+	// Shells complete session IDs from the daemon.
+	r = d.idend(t, "__complete", "session", "show", "")
+	if !strings.HasPrefix(r.stdout, id+"\tcli-test\n") {
+		t.Fatalf("completion of session show lacks %s: %s", id, r)
+	}
+
 	cmd, out := startRun(t, []string{"run", "--socket", d.socket, "--session", id, "--user", "nobody",
 		"--", "python3", "-c", `import signal, sys, time
 signal.signal(signal.SIGTERM, lambda *_: (print("got SIGTERM", flush=True), sys.exit(3)))

@@ -84,6 +84,9 @@ func newEventsCmd(g *globals) *cobra.Command {
 	fs.BoolVar(&o.asJSON, "json", false, "print one JSON object per record")
 	fs.StringVar(&o.stateDir, "state-dir", defaultStateDir,
 		"read the recording of the daemon state `DIR` (without --follow)")
+	_ = cmd.RegisterFlagCompletionFunc("session", completeSessions(g))
+	_ = cmd.RegisterFlagCompletionFunc("kind", completeList(kinds))
+	_ = cmd.RegisterFlagCompletionFunc("verdict", completeList(verdicts))
 	return cmd
 }
 

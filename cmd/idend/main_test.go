@@ -10,6 +10,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/idend/idend/internal/events"
 )
 
 // idendBin is the idend binary built for the tests.
@@ -109,6 +111,7 @@ func TestBadUsage(t *testing.T) {
 		{[]string{"run", "--", "true"}, "--session ID or --intent FILE"},
 		{[]string{"run", "--session", "s1", "--intent", "i.yaml", "--", "true"}, "--session and --intent"},
 		{[]string{"run", "--session", "s1", "--user", "no-such-user-here", "--", "true"}, "--user"},
+		{[]string{"run", "--session", "s1", "--ttl", "5m", "--", "true"}, "--ttl opens a session"},
 		{[]string{"audit", "verify", "a", "b"}, `unexpected argument "b"`},
 		{[]string{"version", "x"}, "takes no arguments"},
 	}
@@ -181,6 +184,18 @@ func TestCompletion(t *testing.T) {
 		if !strings.Contains(r.stdout, sub) {
 			t.Errorf("completion of \"session \" lacks %s: %s", sub, r)
 		}
+	}
+}
+
+func TestCompleteFilterValues(t *testing.T) {
+	for _, v := range verdicts {
+		if err := (events.Filter{Verdict: v}).Validate(); err != nil {
+			t.Errorf("completion offers a verdict events refuses: %v", err)
+		}
+	}
+	r := idend(t, nil, "__complete", "events", "--kind", "exec,")
+	if !strings.Contains(r.stdout, "exec,connect\n") || !strings.Contains(r.stdout, "exec,session_open\n") {
+		t.Errorf("completion of --kind exec,: %s", r)
 	}
 }
 

@@ -101,6 +101,8 @@ func newRunCmd(g *globals) *cobra.Command {
 	fs.Lookup("parent").Usage = "with --intent: open a sub-session of session `ID`"
 	fs.StringVar(&o.user, "user", "", "run CMD as user `NAME` (a name or a numeric uid)")
 	fs.BoolVar(&o.allowRoot, "allow-root", false, "allow CMD to run as root")
+	_ = cmd.RegisterFlagCompletionFunc("session", completeSessions(g))
+	_ = cmd.RegisterFlagCompletionFunc("parent", completeSessions(g))
 	return cmd
 }
 
@@ -111,7 +113,7 @@ func (o *runOptions) check() error {
 	case o.session != "" && o.open.intent != "":
 		return usagef("--session and --intent exclude each other")
 	case o.session != "":
-		return nil
+		return o.open.onlyWithIntent()
 	}
 	return o.open.check()
 }

@@ -60,13 +60,14 @@ type openOptions struct {
 }
 
 func (o *openOptions) addFlags(fs *pflag.FlagSet, withParent bool) {
-	fs.StringVar(&o.intent, "intent", "", "intent `FILE` the session is held to")
+	fs.StringVar(&o.intent, "intent", "", "hold the session to the intent in `FILE`")
 	if withParent {
 		fs.StringVar(&o.parent, "parent", "",
 			"open a sub-session of session `ID`; its intent must be a subset of the parent's")
 	}
 	fs.StringVar(&o.principal, "principal", "",
-		"the human or system the session acts for (default $SUDO_USER, else $USER, else the uid)")
+		"`NAME` of the human or system the session acts for "+
+			"(default $SUDO_USER, else $USER, else the uid)")
 	fs.DurationVar(&o.ttl, "ttl", 0,
 		"end the session after `DURATION` (like 20m), sooner than the intent's ttl")
 	fs.StringVar(&o.svid, "svid", "",
@@ -144,6 +145,7 @@ func newSessionOpenCmd(g *globals) *cobra.Command {
 	}
 	o.addFlags(cmd.Flags(), true)
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print the session as one JSON object")
+	_ = cmd.RegisterFlagCompletionFunc("parent", completeSessions(g))
 	return cmd
 }
 
@@ -243,6 +245,24 @@ func proveSVID(ctx context.Context, c *client, req *apipb.OpenSessionRequest, ce
 	}
 	req.Challenge = ch.GetChallenge()
 	req.ChallengeSignature = sig
+	return nil
+}
+
+// onlyWithIntent refuses the flags that shape a new session when none is
+// opened.
+func (o *openOptions) onlyWithIntent() error {
+	for _, f := range []struct {
+		name string
+		set  bool
+	}{
+		{"--parent", o.parent != ""}, {"--principal", o.principal != ""}, {"--ttl", o.ttl != 0},
+		{"--svid", o.svid != ""}, {"--svid-key", o.svidKey != ""}, {"--jwt-svid", o.jwtSVID != ""},
+		{"--credential-file", o.credentialFile != ""},
+	} {
+		if f.set {
+			return usagef("%s opens a session: give it with --intent, not --session", f.name)
+		}
+	}
 	return nil
 }
 
@@ -383,7 +403,8 @@ approved) and the rules in force, as intent check prints them.
 With --json, the session is printed as one JSON object on one line.`,
 		Example: `  sudo idend session show s-7f3a2c
   idend session show "$IDEND_SESSION" --json | jq .escalations`,
-		Args: namedArgs("ID"),
+		Args:              namedArgs("ID"),
+		ValidArgsFunction: completeFirstSession(g),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return runSessionShow(cmd.Context(), cmd.OutOrStdout(), g, args[0], asJSON)
 		},
@@ -470,8 +491,9 @@ func newSessionCloseCmd(g *globals) *cobra.Command {
 		Long: `Close a session now, before its ttl. Its processes are killed, its
 established TCP connections destroyed and its rules removed; its sub-sessions
 close with it. The close is recorded.`,
-		Example: `  sudo idend session close s-7f3a2c`,
-		Args:    namedArgs("ID"),
+		Example:           `  sudo idend session close s-7f3a2c`,
+		Args:              namedArgs("ID"),
+		ValidArgsFunction: completeFirstSession(g),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return runSessionClose(cmd.Context(), g, args[0])
 		},
@@ -507,7 +529,8 @@ The escalations of a session and their IDs are listed by session show and by
 events --kind escalation.`,
 		Example: `  sudo idend session show s-7f3a2c
   sudo idend session approve s-7f3a2c e-3`,
-		Args: namedArgs("ID", "ESCALATION-ID"),
+		Args:              namedArgs("ID", "ESCALATION-ID"),
+		ValidArgsFunction: completeEscalations(g),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return runSessionApprove(cmd.Context(), cmd.OutOrStdout(), g, args[0], args[1])
 		},

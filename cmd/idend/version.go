@@ -7,10 +7,12 @@ import (
 	"runtime/debug"
 
 	"github.com/spf13/cobra"
+
+	"github.com/idend/idend/internal/daemon"
 )
 
-// version is idend's release, set at build time with
-// -ldflags "-X main.version=v1.2.3"; the module version or "devel" else.
+// version overrides idend's release at build time, with
+// -ldflags "-X main.version=v1.2.3"; daemon.Version serves otherwise.
 var version = ""
 
 func newVersionCmd() *cobra.Command {
@@ -37,15 +39,15 @@ func printVersion(w io.Writer) error {
 }
 
 // buildVersion returns the version and the VCS commit idend was built
-// from, as far as the build recorded them.
+// from, as far as the build recorded it.
 func buildVersion() (v, commit string) {
 	v = version
+	if v == "" {
+		v = daemon.Version
+	}
 	info, ok := debug.ReadBuildInfo()
 	if !ok {
-		return orDevel(v), ""
-	}
-	if v == "" && info.Main.Version != "(devel)" {
-		v = info.Main.Version
+		return v, ""
 	}
 	var dirty bool
 	for _, s := range info.Settings {
@@ -62,12 +64,5 @@ func buildVersion() (v, commit string) {
 	if commit != "" && dirty {
 		commit += "-dirty"
 	}
-	return orDevel(v), commit
-}
-
-func orDevel(v string) string {
-	if v == "" {
-		return "devel"
-	}
-	return v
+	return v, commit
 }
