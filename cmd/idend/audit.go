@@ -100,12 +100,14 @@ func runAuditVerify(w io.Writer, dir string) error {
 func printVerifyReport(w io.Writer, rep events.Report, indent string, whole bool) {
 	fmt.Fprintf(w, "%ssegments  %d\n", indent, rep.Segments)
 	if rep.Records > 0 {
-		fmt.Fprintf(w, "%srecords   %d (records %d to %d)\n", indent, rep.Records, rep.FirstSeq, rep.LastSeq)
+		fmt.Fprintf(w, "%srecords   %d (records %d to %d)\n",
+			indent, rep.Records, rep.FirstSeq, rep.LastSeq)
 	} else {
 		fmt.Fprintf(w, "%srecords   0\n", indent)
 	}
 	fmt.Fprintf(w, "%sretired   %d (deleted by retention, accounted for)\n", indent, rep.Retired)
-	fmt.Fprintf(w, "%slost      %d (dropped before recording, counted in gap records)\n", indent, rep.Lost)
+	fmt.Fprintf(w, "%slost      %d (dropped before recording, counted in gap records)\n",
+		indent, rep.Lost)
 	if whole {
 		sealed := "no (the daemon has not sealed it yet)"
 		if rep.Sealed {

@@ -42,7 +42,8 @@ func completeSessions(g *globals) cobra.CompletionFunc {
 // completeFirstSession completes a session ID as the first argument.
 func completeFirstSession(g *globals) cobra.CompletionFunc {
 	sessions := completeSessions(g)
-	return func(cmd *cobra.Command, args []string, toComplete string) ([]cobra.Completion, cobra.ShellCompDirective) {
+	return func(cmd *cobra.Command, args []string, toComplete string) (
+		[]cobra.Completion, cobra.ShellCompDirective) {
 		if len(args) > 0 {
 			return nil, cobra.ShellCompDirectiveNoFileComp
 		}
@@ -54,7 +55,8 @@ func completeFirstSession(g *globals) cobra.CompletionFunc {
 // the first argument, as the second.
 func completeEscalations(g *globals) cobra.CompletionFunc {
 	first := completeFirstSession(g)
-	return func(cmd *cobra.Command, args []string, toComplete string) ([]cobra.Completion, cobra.ShellCompDirective) {
+	return func(cmd *cobra.Command, args []string, toComplete string) (
+		[]cobra.Completion, cobra.ShellCompDirective) {
 		if len(args) != 1 {
 			return first(cmd, args, toComplete)
 		}
@@ -83,7 +85,8 @@ func completeEscalations(g *globals) cobra.CompletionFunc {
 // completeList completes one more item of a comma-separated list of
 // choices.
 func completeList(choices []string) cobra.CompletionFunc {
-	return func(_ *cobra.Command, _ []string, toComplete string) ([]cobra.Completion, cobra.ShellCompDirective) {
+	return func(_ *cobra.Command, _ []string, toComplete string) (
+		[]cobra.Completion, cobra.ShellCompDirective) {
 		done := ""
 		if i := strings.LastIndexByte(toComplete, ','); i >= 0 {
 			done = toComplete[:i+1]

@@ -92,7 +92,8 @@ func newDaemonCmd(g *globals) *cobra.Command {
 	fs.StringVar(&o.cgroupRoot, "cgroup-root", "", "create session cgroups under the cgroup2 "+
 		"directory `NAME` (default "+daemon.DefaultCgroupRoot+")")
 	fs.BoolVarP(&o.verbose, "verbose", "v", false, "log debug detail, and verifier errors in full")
-	fs.BoolVar(&o.cleanup, "cleanup", false, "remove the pinned objects and session cgroups, then exit")
+	fs.BoolVar(&o.cleanup, "cleanup", false,
+		"remove the pinned objects and session cgroups, then exit")
 	return cmd
 }
 

@@ -155,7 +155,8 @@ func printIntent(w io.Writer, file string, in *intent.Intent) {
 // resolveHosts resolves the host names of the intents with the system
 // resolver. A name that does not resolve is left out, with a warning on
 // warn.
-func resolveHosts(ctx context.Context, warn io.Writer, ins ...*intent.Intent) map[string][]netip.Addr {
+func resolveHosts(ctx context.Context, warn io.Writer,
+	ins ...*intent.Intent) map[string][]netip.Addr {
 	var names []string
 	for _, in := range ins {
 		if in == nil {

@@ -60,7 +60,8 @@ func newReplayCmd(g *globals) *cobra.Command {
 		},
 	}
 	fs := cmd.Flags()
-	fs.StringVar(&o.intent, "intent", "", "evaluate under the intent in `FILE` instead of the recorded ones")
+	fs.StringVar(&o.intent, "intent", "",
+		"evaluate under the intent in `FILE` instead of the recorded ones")
 	fs.StringVar(&o.session, "session", "", "replay the session `ID` only")
 	fs.BoolVar(&o.asJSON, "json", false, "print JSON objects, one per line")
 	fs.StringVar(&o.stateDir, "state-dir", defaultStateDir,

@@ -57,8 +57,8 @@ own with idend session open --parent "$IDEND_SESSION".
 
 SIGINT, SIGTERM, SIGHUP and SIGQUIT sent to run are passed on to CMD. CMD
 runs in a process group of its own; on a terminal it gets the terminal's
-foreground, and stopping it (Ctrl-Z) stops run too. If run is killed, CMD is
-killed with it.
+foreground when run has it, and when CMD stops (Ctrl-Z) run stops too, so
+that the shell's fg and bg work. If run is killed, CMD is killed with it.
 
 Exit status: CMD's own status; 128+N when CMD was killed by signal N; 126
 when CMD cannot be executed, 127 when it is not found; 1 when run fails
@@ -173,30 +173,10 @@ func runChild(socket, id string, o *runOptions, argv []string, sigc chan os.Sign
 	default:
 	}
 
-	abs, err := filepath.Abs(socket)
+	tty := openTerminal()
+	cmd, err := execCmd(socket, id, o, argv, tty)
 	if err != nil {
-		return 0, fmt.Errorf("socket %s: %w", socket, err)
-	}
-	args := []string{"__exec", "--socket", abs, "--session", id}
-	if o.user != "" {
-		args = append(args, "--user", o.user)
-	}
-	if o.allowRoot {
-		args = append(args, "--allow-root")
-	}
-	cmd := exec.Command("/proc/self/exe", append(append(args, "--"), argv...)...)
-	cmd.Args[0] = os.Args[0]
-	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
-	cmd.Env = setEnv(os.Environ(), sessionEnv+"="+id, socketEnv+"="+abs)
-
-	tty := foregroundTerminal()
-	cmd.SysProcAttr = &syscall.SysProcAttr{
-		Setpgid:    true,
-		Foreground: tty != nil,
-		Pdeathsig:  syscall.SIGKILL,
-	}
-	if tty != nil {
-		cmd.SysProcAttr.Ctty = tty.fd
+		return 0, err
 	}
 
 	// Pdeathsig follows the thread that starts the child: keep this one.
@@ -217,7 +197,7 @@ func runChild(socket, id string, o *runOptions, argv []string, sigc chan os.Sign
 	go forward(cmd.Process, sigc, done)
 
 	ws, err := waitChild(cmd.Process.Pid, tty)
-	tty.restore()
+	tty.restore(cmd.Process.Pid)
 	if err != nil {
 		return 0, err
 	}
@@ -225,6 +205,35 @@ func runChild(socket, id string, o *runOptions, argv []string, sigc chan os.Sign
 		return 128 + int(ws.Signal()), nil
 	}
 	return ws.ExitStatus(), nil
+}
+
+// execCmd returns the command that re-executes idend as `idend __exec`
+// to enter session id and become argv. It runs in a process group of its
+// own, in the foreground of tty when run is there, and is killed when run
+// dies.
+func execCmd(socket, id string, o *runOptions, argv []string, tty *terminal) (*exec.Cmd, error) {
+	abs, err := filepath.Abs(socket)
+	if err != nil {
+		return nil, fmt.Errorf("socket %s: %w", socket, err)
+	}
+	args := []string{"__exec", "--socket", abs, "--session", id}
+	if o.user != "" {
+		args = append(args, "--user", o.user)
+	}
+	if o.allowRoot {
+		args = append(args, "--allow-root")
+	}
+
+	cmd := exec.Command("/proc/self/exe", append(append(args, "--"), argv...)...)
+	cmd.Args[0] = os.Args[0]
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
+	cmd.Env = setEnv(os.Environ(), sessionEnv+"="+id, socketEnv+"="+abs)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	if tty != nil && tty.foreground {
+		cmd.SysProcAttr.Foreground = true
+		cmd.SysProcAttr.Ctty = tty.fd
+	}
+	return cmd, nil
 }
 
 // forward passes the signals arriving on sigc to p until done closes.
@@ -240,8 +249,8 @@ func forward(p *os.Process, sigc <-chan os.Signal, done <-chan struct{}) {
 }
 
 // waitChild waits for the child pid to exit. On a terminal, when the
-// child stops (Ctrl-Z), run takes the terminal back and stops too; when
-// continued, it gives the terminal back and continues the child.
+// child stops (Ctrl-Z, or a read from the background), run stops too, the
+// way a shell's job does; when continued, it continues the child.
 func waitChild(pid int, tty *terminal) (unix.WaitStatus, error) {
 	opts := 0
 	if tty != nil {
@@ -264,43 +273,50 @@ func waitChild(pid int, tty *terminal) (unix.WaitStatus, error) {
 	}
 }
 
-// terminal is the controlling terminal run was started in the foreground
-// of.
+// terminal is the controlling terminal on run's stdin.
 type terminal struct {
 	fd   int
-	pgrp int
+	pgrp int // run's process group
+	// foreground is true when run started in the terminal's foreground.
+	foreground bool
 }
 
-// foregroundTerminal returns the terminal on stdin when run's process
-// group is in its foreground, else nil.
-func foregroundTerminal() *terminal {
+// openTerminal returns the controlling terminal on stdin, or nil when
+// stdin is not one.
+func openTerminal() *terminal {
 	fg, err := unix.IoctlGetInt(0, unix.TIOCGPGRP)
-	if err != nil || fg != unix.Getpgrp() {
+	if err != nil {
 		return nil
 	}
-	return &terminal{fd: 0, pgrp: fg}
+	pgrp := unix.Getpgrp()
+	return &terminal{fd: 0, pgrp: pgrp, foreground: fg == pgrp}
 }
 
-// suspend stops run like its stopped child, the way a shell's job stops,
-// and resumes the child when run is continued.
+// hand gives the terminal's foreground from the process group from to the
+// process group to, when from has it.
+func (t *terminal) hand(from, to int) {
+	if fg, err := unix.IoctlGetInt(t.fd, unix.TIOCGPGRP); err == nil && fg == from {
+		_ = unix.IoctlSetPointerInt(t.fd, unix.TIOCSPGRP, to)
+	}
+}
+
+// suspend stops run like its stopped child, pid, which leads its process
+// group, and continues the child when run is continued: in the terminal's
+// foreground when run was put there (fg), else in the background (bg).
 func (t *terminal) suspend(pid int) {
-	_ = unix.IoctlSetPointerInt(t.fd, unix.TIOCSPGRP, t.pgrp)
+	t.hand(pid, t.pgrp)
 	// Stop through this thread: a SIGSTOP sent to the process may be taken
-	// by another thread while this one runs on and resumes the child.
+	// by another thread while this one runs on and continues the child.
 	_ = unix.Tgkill(os.Getpid(), unix.Gettid(), unix.SIGSTOP)
 
-	// Continued: in the foreground (fg), hand the terminal to the child;
-	// in the background (bg), leave it.
-	if fg, err := unix.IoctlGetInt(t.fd, unix.TIOCGPGRP); err == nil && fg == t.pgrp {
-		_ = unix.IoctlSetPointerInt(t.fd, unix.TIOCSPGRP, pid)
-	}
+	t.hand(t.pgrp, pid)
 	_ = unix.Kill(-pid, unix.SIGCONT)
 }
 
-// restore gives the terminal back to run's process group.
-func (t *terminal) restore() {
+// restore takes the terminal back from the child's process group pid.
+func (t *terminal) restore(pid int) {
 	if t != nil {
-		_ = unix.IoctlSetPointerInt(t.fd, unix.TIOCSPGRP, t.pgrp)
+		t.hand(pid, t.pgrp)
 	}
 }
 
@@ -363,7 +379,8 @@ func runExec(ctx context.Context, g *globals, o *runOptions, argv []string) erro
 		return fmt.Errorf("set parent-death signal: %w", err)
 	}
 	if os.Getppid() != ppid {
-		return &exitError{Status: 128 + int(unix.SIGKILL), Msg: "idend run ended before the command started"}
+		return &exitError{Status: 128 + int(unix.SIGKILL),
+			Msg: "idend run ended before the command started"}
 	}
 	return execCommand(argv, cred.env(os.Environ()))
 }
@@ -435,7 +452,8 @@ func lookupUser(name string, allowRoot bool) (*credential, error) {
 	cred.uid, _ = strconv.Atoi(u.Uid)
 	cred.gid, _ = strconv.Atoi(u.Gid)
 	if cred.uid == 0 && !allowRoot {
-		return nil, usagef("refusing to run the command as root (--user %s): give --allow-root to allow it", name)
+		return nil, usagef("refusing to run the command as root (--user %s): "+
+			"give --allow-root to allow it", name)
 	}
 	gids, err := u.GroupIds()
 	if err != nil {

@@ -149,7 +149,8 @@ func newSessionOpenCmd(g *globals) *cobra.Command {
 	return cmd
 }
 
-func runSessionOpen(ctx context.Context, w io.Writer, g *globals, o *openOptions, asJSON bool) error {
+func runSessionOpen(ctx context.Context, w io.Writer, g *globals, o *openOptions,
+	asJSON bool) error {
 	c, err := dial(g.socket)
 	if err != nil {
 		return err
@@ -223,7 +224,8 @@ func openRequest(o *openOptions) (*apipb.OpenSessionRequest, error) {
 
 // proveSVID adds the X.509-SVID in certFile to req, with a signature of a
 // fresh challenge from the daemon made with the key in keyFile.
-func proveSVID(ctx context.Context, c *client, req *apipb.OpenSessionRequest, certFile, keyFile string) error {
+func proveSVID(ctx context.Context, c *client, req *apipb.OpenSessionRequest,
+	certFile, keyFile string) error {
 	svid, err := loadSVID(certFile, keyFile)
 	if err != nil {
 		return err

@@ -183,3 +183,74 @@ func TestRunSuspendOnTerminal(t *testing.T) {
 		t.Fatalf("want exit 0, got %v:\n%s", ws, p.output())
 	}
 }
+
+// jobShell stands for an interactive shell: it runs its arguments as a
+// background job in a process group of its own, and on the line "fg" from
+// the terminal puts the job in the foreground and continues it, as fg does.
+const jobShell = `import os, signal, subprocess, sys
+job = subprocess.Popen(sys.argv[1:], process_group=0)
+print("job", job.pid, flush=True)
+sys.stdin.readline()
+signal.signal(signal.SIGTTOU, signal.SIG_IGN)
+os.tcsetpgrp(0, job.pid)
+os.killpg(job.pid, signal.SIGCONT)
+job.wait()
+os.tcsetpgrp(0, os.getpgrp())
+print("status", job.returncode, flush=True)
+`
+
+func TestRunInBackgroundOnTerminal(t *testing.T) {
+	if _, err := exec.LookPath("python3"); err != nil {
+		t.Skip("the job-control shell of this test is a python3 program; no python3")
+	}
+	api := startTestAPIWithSession(t)
+	p := openPty(t)
+
+	args := append([]string{"-c", jobShell, idendBin},
+		runArgs(api, "s1", "sh", "-c", `echo ready; read l; echo "got $l"`)...)
+	cmd := exec.Command("python3", args...)
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = p.slave, p.slave, p.slave
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Setctty: true, Ctty: 0}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { unix.Kill(-cmd.Process.Pid, unix.SIGKILL); cmd.Wait() })
+
+	// In the background, the command's read of the terminal stops it, and
+	// run stops with it.
+	p.waitFor(t, "ready")
+	out := p.output()
+	pid, err := strconv.Atoi(strings.Fields(out[strings.Index(out, "job ")+4:])[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { unix.Kill(-pid, unix.SIGKILL) })
+	deadline := time.Now().Add(10 * time.Second)
+	for procState(pid) != "T" {
+		if time.Now().After(deadline) {
+			t.Fatalf("idend run %d is %q, not stopped with its command:\n%s", pid, procState(pid), out)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+
+	// fg: the command gets the terminal and reads from it.
+	p.master.WriteString("fg\n")
+	time.Sleep(100 * time.Millisecond)
+	p.master.WriteString("hello\n")
+	p.waitFor(t, "got hello")
+	p.waitFor(t, "status 0")
+}
+
+// procState returns the state letter of pid, as /proc/PID/stat gives it.
+func procState(pid int) string {
+	data, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return ""
+	}
+	s := string(data)
+	fields := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
+	if len(fields) == 0 {
+		return ""
+	}
+	return fields[0]
+}
