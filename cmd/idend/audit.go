@@ -109,7 +109,7 @@ func printVerifyReport(w io.Writer, rep events.Report, indent string, whole bool
 	fmt.Fprintf(w, "%slost      %d (dropped before recording, counted in gap records)\n",
 		indent, rep.Lost)
 	if whole {
-		sealed := "no (the daemon has not sealed it yet)"
+		sealed := "no (the daemon seals it when it stops)"
 		if rep.Sealed {
 			sealed = "yes"
 		}
