@@ -356,6 +356,7 @@ func runExec(ctx context.Context, g *globals, o *runOptions, argv []string) erro
 	// them on the thread that calls execve.
 	runtime.LockOSThread()
 	ppid := os.Getppid()
+	nameThreads("idend")
 
 	if o.session == "" {
 		return usagef("missing flag --session ID")
@@ -383,6 +384,17 @@ func runExec(ctx context.Context, g *globals, o *runOptions, argv []string) erro
 			Msg: "idend run ended before the command started"}
 	}
 	return execCommand(argv, cred.env(os.Environ()))
+}
+
+// nameThreads sets the command name of every thread of idend, which the
+// kernel took from /proc/self/exe as "exe", so that what idend does before
+// it becomes CMD is recorded under its own name. Threads started later
+// inherit it.
+func nameThreads(name string) {
+	tasks, _ := os.ReadDir("/proc/self/task")
+	for _, t := range tasks {
+		_ = os.WriteFile("/proc/self/task/"+t.Name()+"/comm", []byte(name), 0)
+	}
 }
 
 // enterSession asks the daemon to move this process into the session's
