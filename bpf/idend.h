@@ -80,7 +80,7 @@ enum idend_ring {
 };
 
 struct event_header {
-	__u64 ktime_ns;    /* bpf_ktime_get_boot_ns() */
+	__u64 ktime_ns;    /* bpf_ktime_get_ns(): CLOCK_MONOTONIC */
 	__u64 session;     /* session id, 0 when the task is in no session */
 	__u64 cgroup_id;
 	__u64 start_ns;    /* thread group leader's start_boottime */

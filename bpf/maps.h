@@ -95,7 +95,7 @@ static __always_inline void fill_header(struct event_header *h, __u16 kind,
 	__u64 pid_tgid = bpf_get_current_pid_tgid();
 	__u64 uid_gid = bpf_get_current_uid_gid();
 
-	h->ktime_ns = bpf_ktime_get_boot_ns();
+	h->ktime_ns = bpf_ktime_get_ns();
 	h->session = s ? s->id : 0;
 	h->cgroup_id = cgid;
 	h->start_ns = BPF_CORE_READ(task, group_leader, start_boottime);

@@ -81,7 +81,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	}
 	defer cleanup()
 	d.m = m
-	d.p = &pipeline{m: m}
+	d.p = newPipeline(m)
 	if err := m.restore(); err != nil {
 		return err
 	}

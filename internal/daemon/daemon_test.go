@@ -196,6 +196,7 @@ except OSError as e:
 // A session opened over the API is enforced, recorded with its identity,
 // survives a restart, and closing it kills its processes.
 func TestSessionLifecycle(t *testing.T) {
+	started := time.Now()
 	d := startDaemon(t)
 	allowed, other := tcpListener(t), tcpListener(t)
 	s := d.open(fmt.Sprintf("name: life\npurpose: test\nnetwork:\n  egress:\n    - to: 127.0.0.1\n      ports: [%d]\n", allowed), "")
@@ -252,6 +253,10 @@ func TestSessionLifecycle(t *testing.T) {
 			denied++
 			if c.Identity.GetStrength() != recordpb.Strength_STRENGTH_BEARER || c.SessionId != s.Id {
 				t.Errorf("denied connect record without the session's identity: %v", c)
+			}
+			// The record carries the kernel's time of the action.
+			if at := time.Unix(0, r.WallNs); at.Before(started) || at.After(time.Now()) {
+				t.Errorf("denied connect recorded at %v, outside the test's run from %v", at, started)
 			}
 		}
 		if r.GetSessionOpen() != nil {

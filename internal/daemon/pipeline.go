@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/cilium/ebpf/ringbuf"
+	"golang.org/x/sys/unix"
 
 	"github.com/idend/idend/internal/events"
 	"github.com/idend/idend/internal/events/recordpb"
@@ -25,6 +26,15 @@ type pipeline struct {
 	bad       atomic.Uint64
 	lostTotal atomic.Uint64
 	lastLoss  [loader.RingCount][loader.KindCount]uint64
+	// wallOffset converts the kernel's CLOCK_MONOTONIC to wall time.
+	wallOffset int64
+}
+
+// newPipeline returns a pipeline recording through m.
+func newPipeline(m *manager) *pipeline {
+	var ts unix.Timespec
+	unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts)
+	return &pipeline{m: m, wallOffset: time.Now().UnixNano() - ts.Nano()}
 }
 
 // readRing records every sample of rd until ctx ends or rd is closed.
@@ -42,6 +52,7 @@ func (p *pipeline) readRing(ctx context.Context, rd *ringbuf.Reader) error {
 			p.bad.Add(1)
 			continue
 		}
+		r.WallNs = int64(r.MonoNs) + p.wallOffset
 		p.stamp(r)
 		if _, err := p.m.rec.Append(r); err != nil {
 			return fmt.Errorf("record kernel event: %w", err)

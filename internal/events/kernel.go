@@ -48,9 +48,19 @@ func cast[T any](b []byte) (*T, error) {
 	return (*T)(unsafe.Pointer(&b[0])), nil
 }
 
-// DecodeKernel turns one ring buffer sample into a record. Identity is not
-// set: the caller knows the session's.
+// DecodeKernel turns one ring buffer sample into a record, with MonoNs
+// the kernel's CLOCK_MONOTONIC time of the action. Identity and WallNs are
+// not set: the caller knows the session's identity and the clock offset.
 func DecodeKernel(sample []byte) (*recordpb.Record, error) {
+	r, err := decodeKernel(sample)
+	if err != nil {
+		return nil, err
+	}
+	r.MonoNs = (*loader.EventHeader)(unsafe.Pointer(&sample[0])).KtimeNs
+	return r, nil
+}
+
+func decodeKernel(sample []byte) (*recordpb.Record, error) {
 	h, err := cast[loader.EventHeader](sample)
 	if err != nil {
 		return nil, err
@@ -152,10 +162,14 @@ func decodeUnix(ev *loader.UnixEvent) *recordpb.Record {
 	if len(path) > 0 && path[0] == 0 {
 		path = "@" + path[1:]
 	}
-	return &recordpb.Record{Body: &recordpb.Record_UnixConnect{UnixConnect: &recordpb.UnixConnect{
+	u := &recordpb.UnixConnect{
 		SessionId: SessionName(h.Session), CgroupId: h.CgroupId, Process: process(h), Verdict: verdict(h),
 		Path: path,
-	}}}
+	}
+	if loader.EventKind(h.Kind) == loader.KindUnixSendmsg {
+		u.Op = recordpb.ConnectOp_CONNECT_OP_SENDMSG
+	}
+	return &recordpb.Record{Body: &recordpb.Record_UnixConnect{UnixConnect: u}}
 }
 
 func decodeExec(ev *loader.ExecEvent) *recordpb.Record {
