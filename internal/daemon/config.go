@@ -40,6 +40,17 @@ type Config struct {
 	Registrations []attest.Entry `yaml:"registrations"`
 	Limits        Limits         `yaml:"limits"`
 	Recording     Recording      `yaml:"recording"`
+	Refresh       Refresh        `yaml:"refresh"`
+}
+
+// Refresh says how often what intents name by name is looked at again.
+type Refresh struct {
+	// Hosts: host names are resolved again (default 60s). Go's resolver
+	// does not report record TTLs, so this is the TTL idend assumes.
+	Hosts time.Duration `yaml:"hosts"`
+	// Executables: allowed programs are looked at for a new file at
+	// their path (default 2s).
+	Executables time.Duration `yaml:"executables"`
 }
 
 // SPIFFEConfig says where the SPIFFE Workload API is.
@@ -83,6 +94,7 @@ func DefaultConfig() Config {
 			MaxTTL:      24 * time.Hour,
 		},
 		Recording: Recording{Fsync: "control"},
+		Refresh:   Refresh{Hosts: time.Minute, Executables: 2 * time.Second},
 	}
 }
 
@@ -122,6 +134,8 @@ func (c Config) validate() error {
 		return fmt.Errorf("cgroup_root %q: want a directory name", c.CgroupRoot)
 	case c.Limits.MaxPrefixes <= 0 || c.Limits.MaxPrefixes > 1<<20:
 		return fmt.Errorf("limits.max_prefixes %d: want 1 to %d", c.Limits.MaxPrefixes, 1<<20)
+	case c.Refresh.Hosts <= 0 || c.Refresh.Executables <= 0:
+		return fmt.Errorf("refresh intervals %v and %v: want positive durations", c.Refresh.Hosts, c.Refresh.Executables)
 	case c.Limits.MaxSessions <= 0:
 		return fmt.Errorf("limits.max_sessions %d: want at least 1", c.Limits.MaxSessions)
 	}

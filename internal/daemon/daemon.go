@@ -27,6 +27,10 @@ import (
 	"github.com/idend/idend/internal/loader"
 )
 
+// lookupHost resolves the host names of intents; tests replace it with a
+// resolver of their own.
+var lookupHost = defaultLookupHost
+
 // Version is idend's version, set at build time.
 var Version = "0.1.0-dev"
 
@@ -131,7 +135,7 @@ func (d *Daemon) newManager(ctx context.Context, root string, l *loader.Loader) 
 		attester:   attester,
 		nodeKey:    key,
 		limits:     intent.Limits{MaxPrefixes: cfg.Limits.MaxPrefixes, MaxUnix: cfg.Limits.MaxPaths, MaxExec: cfg.Limits.MaxPaths},
-		lookupHost: defaultLookupHost,
+		lookupHost: lookupHost,
 		sessions:   make(map[string]*Session),
 		byNum:      make(map[uint64]*Session),
 	}
@@ -186,6 +190,7 @@ func (d *Daemon) serve(ctx context.Context) error {
 	wg.Go(func() { errs <- d.p.readRing(ctx, evRing) })
 	wg.Go(func() { d.p.pollLosses(ctx) })
 	wg.Go(func() { d.expireLoop(ctx) })
+	wg.Go(func() { d.refreshLoop(ctx) })
 	wg.Go(func() { errs <- srv.Serve(ln) })
 	stopMetrics := d.serveMetrics()
 	d.log.Info("listening", "socket", d.cfg.Socket)

@@ -78,6 +78,15 @@ func requireRoot(t *testing.T) {
 func startDaemon(t *testing.T) *testDaemon {
 	t.Helper()
 	requireRoot(t)
+	d := newTestDaemon(t)
+	d.start()
+	return d
+}
+
+// newTestDaemon configures a daemon on paths of its own; cleanup stops it
+// and removes what it left.
+func newTestDaemon(t *testing.T) *testDaemon {
+	t.Helper()
 	b := make([]byte, 4)
 	rand.Read(b)
 	name := "idend-dtest-" + hex.EncodeToString(b)
@@ -89,7 +98,6 @@ func startDaemon(t *testing.T) *testDaemon {
 	cfg.BPFFSDir = filepath.Join("/sys/fs/bpf", name)
 	cfg.CgroupRoot = name
 	d := &testDaemon{t: t, cfg: cfg}
-	d.start()
 	t.Cleanup(func() {
 		d.stop()
 		if err := Cleanup(cfg); err != nil {

@@ -68,6 +68,16 @@ func (m *manager) get(id string) (*Session, error) {
 	return s, nil
 }
 
+// mode returns what a session does with actions outside its intent.
+func (m *manager) mode(s *Session) intent.Mode {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	if s.compiled == nil {
+		return intent.ModeBlock
+	}
+	return s.compiled.Mode
+}
+
 // byNumber returns the session a kernel record names, or nil.
 func (m *manager) byNumber(n uint64) *Session {
 	m.mu.RLock()

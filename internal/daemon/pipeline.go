@@ -76,7 +76,7 @@ func (p *pipeline) stamp(r *recordpb.Record) {
 	if a.GetVerdict() != recordpb.Verdict_VERDICT_DENY && a.GetVerdict() != recordpb.Verdict_VERDICT_KILLED {
 		return
 	}
-	if s.compiled == nil || s.compiled.Mode != intent.ModeEscalate {
+	if p.m.mode(s) != intent.ModeEscalate {
 		return
 	}
 	act, desc, ok := actionOf(r)
