@@ -261,7 +261,11 @@ func (m *manager) closeLocked(s *Session, reason string) error {
 			errs = append(errs, m.closeLocked(c, "parent closed"))
 		}
 	}
-	// Kill first, while the rules still hold; then drop the rules.
+	// Reset the connections, kill the processes while the rules still
+	// hold, then drop the rules.
+	if _, err := cutConnections(s.Cgroup, nil); err != nil {
+		m.log.Warn("cut connections", "session", s.ID, "err", err)
+	}
 	errs = append(errs, cgroup.Kill(s.Cgroup, 5*time.Second))
 	errs = append(errs, m.loader.Remove(s.CgroupID))
 	_, err := m.rec.Append(&recordpb.Record{Body: &recordpb.Record_SessionClose{

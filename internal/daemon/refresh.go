@@ -106,6 +106,10 @@ func (m *manager) update(s *Session, hosts map[string][]netip.Addr, files map[st
 		m.log.Info("executable changed", "session", s.ID, "path", p, "old", old, "new", cur)
 	}
 	s.Hosts, s.Files, s.compiled = hosts, files, next.compiled
+	// A narrower policy also ends the connections it no longer allows.
+	if n, err := cutConnections(s.Cgroup, next.compiled); err != nil || n > 0 {
+		m.log.Info("connections cut", "session", s.ID, "count", n, "err", err)
+	}
 	for _, r := range recs {
 		if _, err := m.rec.Append(r); err != nil {
 			return err

@@ -46,7 +46,7 @@ func (f *fakeResolver) set(host string, addrs ...string) {
 }
 
 // startDaemonWith starts a test daemon after changing its config.
-func startDaemonWith(t *testing.T, change func(*Config)) *testDaemon {
+func startConfigured(t *testing.T, change func(*Config)) *testDaemon {
 	t.Helper()
 	requireRoot(t)
 	d := newTestDaemon(t)
@@ -76,7 +76,7 @@ func TestHostNamesFollowResolution(t *testing.T) {
 	lookupHost = res.lookup
 	t.Cleanup(func() { lookupHost = old })
 
-	d := startDaemonWith(t, func(c *Config) { c.Refresh.Hosts = 100 * time.Millisecond })
+	d := startConfigured(t, func(c *Config) { c.Refresh.Hosts = 100 * time.Millisecond })
 	first := tcpListener(t)
 	ln, err := net.Listen("tcp4", fmt.Sprintf("127.0.0.2:%d", first))
 	if err != nil {
@@ -127,7 +127,7 @@ func TestHostNamesFollowResolution(t *testing.T) {
 // An allowed program replaced by a new file at its path (a package
 // upgrade) stays allowed, and the change is recorded.
 func TestExecAllowListFollowsUpgrade(t *testing.T) {
-	d := startDaemonWith(t, func(c *Config) { c.Refresh.Executables = 100 * time.Millisecond })
+	d := startConfigured(t, func(c *Config) { c.Refresh.Executables = 100 * time.Millisecond })
 	dir := t.TempDir()
 	os.Chmod(dir, 0o755)
 	tool := filepath.Join(dir, "tool")
@@ -235,5 +235,55 @@ func forEachRecord(t *testing.T, stateDir string, fn func(*recordpb.Record)) {
 			t.Fatal(err)
 		}
 		fn(r)
+	}
+}
+
+// When a host name stops resolving to an address, the session's
+// established connections to it are cut, with a reset the peer sees.
+func TestNarrowingCutsConnections(t *testing.T) {
+	res := &fakeResolver{addrs: map[string][]netip.Addr{}}
+	res.set("db.test", "127.0.0.1")
+	old := lookupHost
+	lookupHost = res.lookup
+	t.Cleanup(func() { lookupHost = old })
+	d := startConfigured(t, func(c *Config) { c.Refresh.Hosts = 100 * time.Millisecond })
+
+	for _, network := range []string{"tcp4", "tcp6"} {
+		host, addr := "127.0.0.1", "127.0.0.1:0"
+		if network == "tcp6" {
+			host, addr = "::1", "[::1]:0"
+		}
+		res.set("db.test", host)
+		ln, err := net.Listen(network, addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ln.Close()
+		port := ln.Addr().(*net.TCPAddr).Port
+		s := d.open(fmt.Sprintf("name: cut\npurpose: test\nnetwork:\n  egress:\n    - to: db.test\n      ports: [%d]\n", port), "")
+		prog := fmt.Sprintf("import socket, time\ns = socket.create_connection((%q, %d))\ntry:\n    s.recv(1)\n    print('eof')\nexcept OSError as e:\n    print('errno', e.errno)\n", host, port)
+		out := make(chan string, 1)
+		go func() {
+			o, _ := runIn(t, s.Cgroup, nil, "/usr/bin/python3", "-c", prog)
+			out <- strings.TrimSpace(o)
+		}()
+		conn, err := ln.Accept()
+		if err != nil {
+			t.Fatal(err)
+		}
+		res.set("db.test", "192.0.2.1")
+		conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+		if _, err := conn.Read(make([]byte, 1)); !isReset(err) {
+			t.Errorf("%s: peer of a withdrawn connection: %v, want reset", network, err)
+		}
+		conn.Close()
+		select {
+		case got := <-out:
+			if got != "errno 103" && got != "errno 104" {
+				t.Errorf("%s: process whose connection was cut: %q, want ECONNABORTED", network, got)
+			}
+		case <-time.After(5 * time.Second):
+			t.Errorf("%s: process still blocked on a withdrawn connection", network)
+		}
 	}
 }
