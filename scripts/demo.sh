@@ -11,7 +11,7 @@
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")/.." && pwd)
-idend="$here/bin/idend"
+idend="${IDEND_BIN:-$here/bin/idend}"
 demo="$here/examples/demo"
 tmp=$(mktemp -d /tmp/idend-demo.XXXXXX)
 chmod 755 "$tmp"
