@@ -202,6 +202,10 @@ func runChild(socket, id string, o *runOptions, argv []string, sigc chan os.Sign
 		return 0, err
 	}
 	if ws.Signaled() {
+		if ws.Signal() == unix.SIGKILL {
+			fmt.Fprintf(os.Stderr, "idend: %s was killed (SIGKILL); if idend stopped a program outside "+
+				"the intent, `idend events --session %s --verdict killed` says which\n", argv[0], id)
+		}
 		return 128 + int(ws.Signal()), nil
 	}
 	return ws.ExitStatus(), nil
