@@ -89,6 +89,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	if err := m.restore(); err != nil {
 		return err
 	}
+	m.recordExisting()
 	return d.serve(ctx)
 }
 

@@ -2,12 +2,19 @@ package daemon
 
 import (
 	"context"
+	"errors"
 	"maps"
 	"net/netip"
+	"os"
+	"path/filepath"
 	"slices"
 	"sort"
+	"strconv"
+	"strings"
 	"time"
 
+	"github.com/idend/idend/internal/cgroup"
+	"github.com/idend/idend/internal/events"
 	"github.com/idend/idend/internal/events/recordpb"
 	"github.com/idend/idend/internal/intent"
 )
@@ -136,4 +143,49 @@ func mergeKeys[V any](a, b map[string]V) map[string]bool {
 		out[k] = true
 	}
 	return out
+}
+
+// recordExisting records, as ProcessFound, every process already in a
+// session when the daemon starts: their execs and forks may have happened
+// while no daemon recorded, and later records need their lineage.
+func (m *manager) recordExisting() {
+	for _, s := range m.list() {
+		err := filepath.WalkDir(s.Cgroup, func(path string, d os.DirEntry, err error) error {
+			if err != nil || !d.IsDir() {
+				return err
+			}
+			pids, err := cgroup.Procs(path)
+			if err != nil {
+				return err
+			}
+			for _, pid := range pids {
+				m.recordFound(s, pid)
+			}
+			return nil
+		})
+		if err != nil && !errors.Is(err, os.ErrNotExist) {
+			m.log.Warn("find existing processes", "session", s.ID, "err", err)
+		}
+	}
+}
+
+func (m *manager) recordFound(s *Session, pid int) {
+	f, err := m.attester.Attest(pid)
+	if err != nil {
+		return // gone meanwhile
+	}
+	p := &recordpb.Process{
+		Pid: uint32(f.PID), Tid: uint32(f.PID), StartTicks: f.StartTicks,
+		Key: events.ProcessKey(uint32(f.PID), f.StartTicks), Uid: f.UID, Gid: f.GID,
+	}
+	if len(f.Parents) > 0 {
+		p.ParentKey = events.ProcessKey(uint32(f.Parents[0].PID), f.Parents[0].StartTicks)
+	}
+	argv, _ := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "cmdline"))
+	found := &recordpb.ProcessFound{SessionId: s.ID, CgroupId: s.CgroupID, Process: p,
+		Identity: identityRecord(s), ExePath: f.ExePath}
+	if a := strings.TrimRight(string(argv), "\x00"); a != "" {
+		found.Argv = strings.Split(a, "\x00")
+	}
+	m.rec.Append(&recordpb.Record{Body: &recordpb.Record_ProcessFound{ProcessFound: found}})
 }

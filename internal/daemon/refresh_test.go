@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -286,4 +287,58 @@ func TestNarrowingCutsConnections(t *testing.T) {
 			t.Errorf("%s: process still blocked on a withdrawn connection", network)
 		}
 	}
+}
+
+// Processes already in a session when the daemon starts are recorded with
+// their process key and parent, so that lineage is never empty.
+func TestExistingProcessesFound(t *testing.T) {
+	d := startDaemon(t)
+	s := d.open("name: found\npurpose: test\n", "")
+	d.stop()
+
+	fd, err := syscall.Open(s.Cgroup, syscall.O_DIRECTORY|syscall.O_RDONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sleeper := exec.Command("/bin/sleep", "30")
+	sleeper.SysProcAttr = &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: fd}
+	if err := sleeper.Start(); err != nil {
+		t.Fatal(err)
+	}
+	syscall.Close(fd)
+	defer func() {
+		sleeper.Process.Kill()
+		sleeper.Wait()
+	}()
+
+	d.start()
+	d.stop()
+	pid := uint32(sleeper.Process.Pid)
+	var found *recordpb.ProcessFound
+	forEachRecord(t, d.cfg.StateDir, func(r *recordpb.Record) {
+		if f := r.GetProcessFound(); f != nil && f.Process.GetPid() == pid {
+			found = f
+		}
+	})
+	if found == nil {
+		t.Fatal("no process_found record for the process that was in the session")
+	}
+	self := events.ProcessKey(uint32(os.Getpid()), startTicks(t, os.Getpid()))
+	if found.SessionId != s.Id || found.ExePath != "/usr/bin/sleep" || found.Process.ParentKey != self ||
+		found.Process.Key != events.ProcessKey(pid, startTicks(t, int(pid))) {
+		t.Errorf("process_found %v: want session %s, /usr/bin/sleep, parent %s", found, s.Id, self)
+	}
+}
+
+// startTicks reads a process's start time from /proc, in clock ticks.
+func startTicks(t *testing.T, pid int) uint64 {
+	t.Helper()
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	fields := strings.Fields(string(data[strings.LastIndexByte(string(data), ')')+2:]))
+	var ticks uint64
+	fmt.Sscan(fields[19], &ticks)
+	return ticks
 }

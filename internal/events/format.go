@@ -108,6 +108,10 @@ func describeControl(r *recordpb.Record) string {
 		e := b.ExecRefresh
 		return fmt.Sprintf("%s file %s -> %s", quote(e.GetPath()),
 			fileID(e.GetOldDev(), e.GetOldIno()), fileID(e.GetNewDev(), e.GetNewIno()))
+	case *recordpb.Record_ProcessFound:
+		f := b.ProcessFound
+		return fmt.Sprintf("%s %s parent %s argv %s", quote(f.GetExePath()), f.GetProcess().GetKey(),
+			f.GetProcess().GetParentKey(), quoteList(f.GetArgv()))
 	case *recordpb.Record_Retention:
 		t := b.Retention
 		return fmt.Sprintf("removed %s (%d bytes), records up to %d",
@@ -118,19 +122,28 @@ func describeControl(r *recordpb.Record) string {
 	return "-"
 }
 
+// quoteList formats argv as ["a" "b"].
+func quoteList(argv []string) string {
+	var b strings.Builder
+	b.WriteByte('[')
+	for i, a := range argv {
+		if i > 0 {
+			b.WriteByte(' ')
+		}
+		b.WriteString(strconv.Quote(a))
+	}
+	b.WriteByte(']')
+	return b.String()
+}
+
 func describeExec(e *recordpb.Exec) string {
 	var b strings.Builder
 	b.WriteString(quote(e.GetPath()))
 	if e.GetPathTruncated() {
 		b.WriteString(" (path truncated)")
 	}
-	b.WriteString(" [")
-	for i, a := range e.GetArgv() {
-		if i > 0 {
-			b.WriteByte(' ')
-		}
-		b.WriteString(strconv.Quote(a))
-	}
+	b.WriteString(" ")
+	b.WriteString(strings.TrimSuffix(quoteList(e.GetArgv()), "]"))
 	if e.GetArgvTruncated() {
 		b.WriteString(" ...")
 	}

@@ -35,8 +35,10 @@ func TestFormatText(t *testing.T) {
 		KindSessionOpen: `2026-05-28T20:26:40.123457Z 2 s1 - session_open - attested ` +
 			`intent retry (0909) principal alice identity spiffe://example.org/agent parent s0 ` +
 			`expires 2030-03-17T17:46:40.000000Z cgroup /sys/fs/cgroup/idend/s1`,
-		KindGap: `2026-05-28T20:26:40.123470Z 15 - - gap - - ` +
+		KindGap: `2026-05-28T20:26:40.123471Z 16 - - gap - - ` +
 			`12 connect records lost between records 0 and 0: "ring buffer full"`,
+		KindProcessFound: `2026-05-28T20:26:40.123469Z 14 s1 - process_found - - ` +
+			`/usr/bin/python3.11 80:1080 parent 1:1 argv ["python3" "agent.py"]`,
 		KindHostResolution: `2026-05-28T20:26:40.123467Z 12 s1 - host_resolution - - ` +
 			`db.internal -> 10.0.0.6`,
 	}
@@ -127,7 +129,7 @@ func TestFilter(t *testing.T) {
 		{Filter{Kind: "connect,sendmsg"}, 2},
 		{Filter{Verdict: "deny"}, 1},
 		{Filter{Verdict: "deny,killed"}, 2},
-		{Filter{Session: "s1"}, 14},
+		{Filter{Session: "s1"}, 15},
 		{Filter{Session: "s1", Kind: KindSessionOpen}, 1},
 		{Filter{Session: "nope"}, 0},
 		{Filter{Session: "s1", Verdict: "allow"}, 2},

@@ -215,6 +215,10 @@ func addControl(o object, r *recordpb.Record) {
 		put(o, "path", e.GetPath())
 		o["old"] = object{"dev": e.GetOldDev(), "ino": e.GetOldIno()}
 		o["new"] = object{"dev": e.GetNewDev(), "ino": e.GetNewIno()}
+	case *recordpb.Record_ProcessFound:
+		f := b.ProcessFound
+		put(o, "exe_path", f.GetExePath())
+		put(o, "argv", f.GetArgv())
 	case *recordpb.Record_Retention:
 		put(o, "removed", b.Retention.GetRemoved())
 		put(o, "through_seq", b.Retention.GetThroughSeq())

@@ -28,6 +28,7 @@ const (
 	KindHostResolution = "host_resolution"
 	KindExecRefresh    = "exec_refresh"
 	KindRetention      = "retention"
+	KindProcessFound   = "process_found"
 	KindGap            = "gap"
 	KindUnknown        = "unknown"
 )
@@ -40,10 +41,10 @@ var kindNames = [kindCount]string{
 	KindExec, KindFork, KindExit, KindConnect, KindSendmsg, KindSocket,
 	KindUnixConnect, KindUnixSendmsg, KindDaemonStart, KindDaemonStop, KindSessionOpen,
 	KindSessionClose, KindIntentChange, KindEscalation, KindApproval,
-	KindHostResolution, KindExecRefresh, KindRetention, KindGap, KindUnknown,
+	KindHostResolution, KindExecRefresh, KindRetention, KindProcessFound, KindGap, KindUnknown,
 }
 
-const kindCount = 20
+const kindCount = 21
 
 // Kind returns the kind name of r, or KindUnknown for a record whose body
 // this schema does not know.
@@ -98,10 +99,12 @@ func controlKindIndex(r *recordpb.Record) int {
 		return 16
 	case *recordpb.Record_Retention:
 		return 17
-	case *recordpb.Record_Gap:
+	case *recordpb.Record_ProcessFound:
 		return 18
+	case *recordpb.Record_Gap:
+		return 19
 	}
-	return 19
+	return 20
 }
 
 // Action is what every kernel action record has in common. The generated
@@ -163,6 +166,8 @@ func SessionID(r *recordpb.Record) string {
 		return b.HostResolution.GetSessionId()
 	case *recordpb.Record_ExecRefresh:
 		return b.ExecRefresh.GetSessionId()
+	case *recordpb.Record_ProcessFound:
+		return b.ProcessFound.GetSessionId()
 	}
 	return ""
 }

@@ -85,6 +85,9 @@ func sampleRecords() []*recordpb.Record {
 		{Body: &recordpb.Record_ExecRefresh{ExecRefresh: &recordpb.ExecRefresh{
 			SessionId: "s1", Path: "/usr/bin/python3", OldDev: 2049, OldIno: 77,
 			NewDev: 2049, NewIno: 78}}},
+		{Body: &recordpb.Record_ProcessFound{ProcessFound: &recordpb.ProcessFound{
+			SessionId: "s1", CgroupId: 4242, Process: testProcess(80), Identity: testIdentity,
+			ExePath: "/usr/bin/python3.11", Argv: []string{"python3", "agent.py"}}}},
 		{Body: &recordpb.Record_IntentChange{IntentChange: &recordpb.IntentChange{
 			SessionId: "s1", Intent: &recordpb.IntentRef{Name: "retry", Hash: []byte{8},
 				Canonical: []byte("name: retry2")}, Reason: "operator"}}},

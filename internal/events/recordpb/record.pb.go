@@ -334,6 +334,7 @@ type Record struct {
 	//	*Record_HostResolution
 	//	*Record_ExecRefresh
 	//	*Record_Retention
+	//	*Record_ProcessFound
 	//	*Record_Gap
 	Body          isRecord_Body `protobuf_oneof:"body"`
 	unknownFields protoimpl.UnknownFields
@@ -549,6 +550,15 @@ func (x *Record) GetRetention() *Retention {
 	return nil
 }
 
+func (x *Record) GetProcessFound() *ProcessFound {
+	if x != nil {
+		if x, ok := x.Body.(*Record_ProcessFound); ok {
+			return x.ProcessFound
+		}
+	}
+	return nil
+}
+
 func (x *Record) GetGap() *Gap {
 	if x != nil {
 		if x, ok := x.Body.(*Record_Gap); ok {
@@ -628,6 +638,10 @@ type Record_Retention struct {
 	Retention *Retention `protobuf:"bytes,39,opt,name=retention,proto3,oneof"`
 }
 
+type Record_ProcessFound struct {
+	ProcessFound *ProcessFound `protobuf:"bytes,40,opt,name=process_found,json=processFound,proto3,oneof"`
+}
+
 type Record_Gap struct {
 	// Loss.
 	Gap *Gap `protobuf:"bytes,50,opt,name=gap,proto3,oneof"`
@@ -664,6 +678,8 @@ func (*Record_HostResolution) isRecord_Body() {}
 func (*Record_ExecRefresh) isRecord_Body() {}
 
 func (*Record_Retention) isRecord_Body() {}
+
+func (*Record_ProcessFound) isRecord_Body() {}
 
 func (*Record_Gap) isRecord_Body() {}
 
@@ -2437,6 +2453,94 @@ func (x *ExecRefresh) GetNewIno() uint64 {
 	return 0
 }
 
+// ProcessFound is a process that was in a session when the daemon started,
+// found in /proc, so that records about it have a known lineage even when
+// its exec and fork happened while no daemon recorded.
+type ProcessFound struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	SessionId string                 `protobuf:"bytes,1,opt,name=session_id,json=sessionId,proto3" json:"session_id,omitempty"`
+	CgroupId  uint64                 `protobuf:"varint,2,opt,name=cgroup_id,json=cgroupId,proto3" json:"cgroup_id,omitempty"`
+	// process.key and process.parent_key are those kernel records use.
+	Process       *Process  `protobuf:"bytes,3,opt,name=process,proto3" json:"process,omitempty"`
+	Identity      *Identity `protobuf:"bytes,4,opt,name=identity,proto3" json:"identity,omitempty"`
+	ExePath       string    `protobuf:"bytes,5,opt,name=exe_path,json=exePath,proto3" json:"exe_path,omitempty"`
+	Argv          []string  `protobuf:"bytes,6,rep,name=argv,proto3" json:"argv,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ProcessFound) Reset() {
+	*x = ProcessFound{}
+	mi := &file_record_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ProcessFound) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ProcessFound) ProtoMessage() {}
+
+func (x *ProcessFound) ProtoReflect() protoreflect.Message {
+	mi := &file_record_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ProcessFound.ProtoReflect.Descriptor instead.
+func (*ProcessFound) Descriptor() ([]byte, []int) {
+	return file_record_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *ProcessFound) GetSessionId() string {
+	if x != nil {
+		return x.SessionId
+	}
+	return ""
+}
+
+func (x *ProcessFound) GetCgroupId() uint64 {
+	if x != nil {
+		return x.CgroupId
+	}
+	return 0
+}
+
+func (x *ProcessFound) GetProcess() *Process {
+	if x != nil {
+		return x.Process
+	}
+	return nil
+}
+
+func (x *ProcessFound) GetIdentity() *Identity {
+	if x != nil {
+		return x.Identity
+	}
+	return nil
+}
+
+func (x *ProcessFound) GetExePath() string {
+	if x != nil {
+		return x.ExePath
+	}
+	return ""
+}
+
+func (x *ProcessFound) GetArgv() []string {
+	if x != nil {
+		return x.Argv
+	}
+	return nil
+}
+
 // Retention is written before old segments are deleted to bound the
 // recording's size. The first retained segment continues the chain from
 // through_seq and through_hash.
@@ -2452,7 +2556,7 @@ type Retention struct {
 
 func (x *Retention) Reset() {
 	*x = Retention{}
-	mi := &file_record_proto_msgTypes[23]
+	mi := &file_record_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2464,7 +2568,7 @@ func (x *Retention) String() string {
 func (*Retention) ProtoMessage() {}
 
 func (x *Retention) ProtoReflect() protoreflect.Message {
-	mi := &file_record_proto_msgTypes[23]
+	mi := &file_record_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2477,7 +2581,7 @@ func (x *Retention) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Retention.ProtoReflect.Descriptor instead.
 func (*Retention) Descriptor() ([]byte, []int) {
-	return file_record_proto_rawDescGZIP(), []int{23}
+	return file_record_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *Retention) GetRemoved() []string {
@@ -2527,7 +2631,7 @@ type Gap struct {
 
 func (x *Gap) Reset() {
 	*x = Gap{}
-	mi := &file_record_proto_msgTypes[24]
+	mi := &file_record_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2539,7 +2643,7 @@ func (x *Gap) String() string {
 func (*Gap) ProtoMessage() {}
 
 func (x *Gap) ProtoReflect() protoreflect.Message {
-	mi := &file_record_proto_msgTypes[24]
+	mi := &file_record_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2552,7 +2656,7 @@ func (x *Gap) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Gap.ProtoReflect.Descriptor instead.
 func (*Gap) Descriptor() ([]byte, []int) {
-	return file_record_proto_rawDescGZIP(), []int{24}
+	return file_record_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *Gap) GetKind() string {
@@ -2604,7 +2708,7 @@ const file_record_proto_rawDesc = "" +
 	"\frecord.proto\x12\x0fidend.record.v1\";\n" +
 	"\rSchemaVersion\x12\x14\n" +
 	"\x05major\x18\x01 \x01(\rR\x05major\x12\x14\n" +
-	"\x05minor\x18\x02 \x01(\rR\x05minor\"\xa0\t\n" +
+	"\x05minor\x18\x02 \x01(\rR\x05minor\"\xe6\t\n" +
 	"\x06Record\x12\x10\n" +
 	"\x03seq\x18\x01 \x01(\x04R\x03seq\x12\x17\n" +
 	"\amono_ns\x18\x02 \x01(\x04R\x06monoNs\x12\x17\n" +
@@ -2629,7 +2733,8 @@ const file_record_proto_rawDesc = "" +
 	"\bapproval\x18$ \x01(\v2\x19.idend.record.v1.ApprovalH\x00R\bapproval\x12J\n" +
 	"\x0fhost_resolution\x18% \x01(\v2\x1f.idend.record.v1.HostResolutionH\x00R\x0ehostResolution\x12A\n" +
 	"\fexec_refresh\x18& \x01(\v2\x1c.idend.record.v1.ExecRefreshH\x00R\vexecRefresh\x12:\n" +
-	"\tretention\x18' \x01(\v2\x1a.idend.record.v1.RetentionH\x00R\tretention\x12(\n" +
+	"\tretention\x18' \x01(\v2\x1a.idend.record.v1.RetentionH\x00R\tretention\x12D\n" +
+	"\rprocess_found\x18( \x01(\v2\x1d.idend.record.v1.ProcessFoundH\x00R\fprocessFound\x12(\n" +
 	"\x03gap\x182 \x01(\v2\x14.idend.record.v1.GapH\x00R\x03gapB\x06\n" +
 	"\x04body\"\xb7\x01\n" +
 	"\aProcess\x12\x10\n" +
@@ -2799,7 +2904,15 @@ const file_record_proto_rawDesc = "" +
 	"\aold_dev\x18\x03 \x01(\x04R\x06oldDev\x12\x17\n" +
 	"\aold_ino\x18\x04 \x01(\x04R\x06oldIno\x12\x17\n" +
 	"\anew_dev\x18\x05 \x01(\x04R\x06newDev\x12\x17\n" +
-	"\anew_ino\x18\x06 \x01(\x04R\x06newIno\"\x8e\x01\n" +
+	"\anew_ino\x18\x06 \x01(\x04R\x06newIno\"\xe4\x01\n" +
+	"\fProcessFound\x12\x1d\n" +
+	"\n" +
+	"session_id\x18\x01 \x01(\tR\tsessionId\x12\x1b\n" +
+	"\tcgroup_id\x18\x02 \x01(\x04R\bcgroupId\x122\n" +
+	"\aprocess\x18\x03 \x01(\v2\x18.idend.record.v1.ProcessR\aprocess\x125\n" +
+	"\bidentity\x18\x04 \x01(\v2\x19.idend.record.v1.IdentityR\bidentity\x12\x19\n" +
+	"\bexe_path\x18\x05 \x01(\tR\aexePath\x12\x12\n" +
+	"\x04argv\x18\x06 \x03(\tR\x04argv\"\x8e\x01\n" +
 	"\tRetention\x12\x18\n" +
 	"\aremoved\x18\x01 \x03(\tR\aremoved\x12\x1f\n" +
 	"\vthrough_seq\x18\x02 \x01(\x04R\n" +
@@ -2847,7 +2960,7 @@ func file_record_proto_rawDescGZIP() []byte {
 }
 
 var file_record_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_record_proto_msgTypes = make([]protoimpl.MessageInfo, 25)
+var file_record_proto_msgTypes = make([]protoimpl.MessageInfo, 26)
 var file_record_proto_goTypes = []any{
 	(Verdict)(0),           // 0: idend.record.v1.Verdict
 	(Strength)(0),          // 1: idend.record.v1.Strength
@@ -2876,8 +2989,9 @@ var file_record_proto_goTypes = []any{
 	(*Approval)(nil),       // 24: idend.record.v1.Approval
 	(*HostResolution)(nil), // 25: idend.record.v1.HostResolution
 	(*ExecRefresh)(nil),    // 26: idend.record.v1.ExecRefresh
-	(*Retention)(nil),      // 27: idend.record.v1.Retention
-	(*Gap)(nil),            // 28: idend.record.v1.Gap
+	(*ProcessFound)(nil),   // 27: idend.record.v1.ProcessFound
+	(*Retention)(nil),      // 28: idend.record.v1.Retention
+	(*Gap)(nil),            // 29: idend.record.v1.Gap
 }
 var file_record_proto_depIdxs = []int32{
 	4,  // 0: idend.record.v1.Record.schema_version:type_name -> idend.record.v1.SchemaVersion
@@ -2896,46 +3010,49 @@ var file_record_proto_depIdxs = []int32{
 	24, // 13: idend.record.v1.Record.approval:type_name -> idend.record.v1.Approval
 	25, // 14: idend.record.v1.Record.host_resolution:type_name -> idend.record.v1.HostResolution
 	26, // 15: idend.record.v1.Record.exec_refresh:type_name -> idend.record.v1.ExecRefresh
-	27, // 16: idend.record.v1.Record.retention:type_name -> idend.record.v1.Retention
-	28, // 17: idend.record.v1.Record.gap:type_name -> idend.record.v1.Gap
-	1,  // 18: idend.record.v1.Identity.strength:type_name -> idend.record.v1.Strength
-	7,  // 19: idend.record.v1.Identity.attested:type_name -> idend.record.v1.Attested
-	6,  // 20: idend.record.v1.Exec.process:type_name -> idend.record.v1.Process
-	8,  // 21: idend.record.v1.Exec.identity:type_name -> idend.record.v1.Identity
-	0,  // 22: idend.record.v1.Exec.verdict:type_name -> idend.record.v1.Verdict
-	6,  // 23: idend.record.v1.Fork.process:type_name -> idend.record.v1.Process
-	8,  // 24: idend.record.v1.Fork.identity:type_name -> idend.record.v1.Identity
-	0,  // 25: idend.record.v1.Fork.verdict:type_name -> idend.record.v1.Verdict
-	6,  // 26: idend.record.v1.Fork.child:type_name -> idend.record.v1.Process
-	6,  // 27: idend.record.v1.Exit.process:type_name -> idend.record.v1.Process
-	8,  // 28: idend.record.v1.Exit.identity:type_name -> idend.record.v1.Identity
-	0,  // 29: idend.record.v1.Exit.verdict:type_name -> idend.record.v1.Verdict
-	6,  // 30: idend.record.v1.Connect.process:type_name -> idend.record.v1.Process
-	8,  // 31: idend.record.v1.Connect.identity:type_name -> idend.record.v1.Identity
-	0,  // 32: idend.record.v1.Connect.verdict:type_name -> idend.record.v1.Verdict
-	2,  // 33: idend.record.v1.Connect.protocol:type_name -> idend.record.v1.Protocol
-	3,  // 34: idend.record.v1.Connect.op:type_name -> idend.record.v1.ConnectOp
-	6,  // 35: idend.record.v1.SocketCreate.process:type_name -> idend.record.v1.Process
-	8,  // 36: idend.record.v1.SocketCreate.identity:type_name -> idend.record.v1.Identity
-	0,  // 37: idend.record.v1.SocketCreate.verdict:type_name -> idend.record.v1.Verdict
-	6,  // 38: idend.record.v1.UnixConnect.process:type_name -> idend.record.v1.Process
-	8,  // 39: idend.record.v1.UnixConnect.identity:type_name -> idend.record.v1.Identity
-	0,  // 40: idend.record.v1.UnixConnect.verdict:type_name -> idend.record.v1.Verdict
-	3,  // 41: idend.record.v1.UnixConnect.op:type_name -> idend.record.v1.ConnectOp
-	8,  // 42: idend.record.v1.SessionOpen.identity:type_name -> idend.record.v1.Identity
-	17, // 43: idend.record.v1.SessionOpen.intent:type_name -> idend.record.v1.IntentRef
-	18, // 44: idend.record.v1.SessionOpen.hosts:type_name -> idend.record.v1.HostAddrs
-	19, // 45: idend.record.v1.SessionOpen.exec_files:type_name -> idend.record.v1.ExecFile
-	17, // 46: idend.record.v1.IntentChange.intent:type_name -> idend.record.v1.IntentRef
-	12, // 47: idend.record.v1.Escalation.connect:type_name -> idend.record.v1.Connect
-	13, // 48: idend.record.v1.Escalation.socket_create:type_name -> idend.record.v1.SocketCreate
-	14, // 49: idend.record.v1.Escalation.unix_connect:type_name -> idend.record.v1.UnixConnect
-	9,  // 50: idend.record.v1.Escalation.exec:type_name -> idend.record.v1.Exec
-	51, // [51:51] is the sub-list for method output_type
-	51, // [51:51] is the sub-list for method input_type
-	51, // [51:51] is the sub-list for extension type_name
-	51, // [51:51] is the sub-list for extension extendee
-	0,  // [0:51] is the sub-list for field type_name
+	28, // 16: idend.record.v1.Record.retention:type_name -> idend.record.v1.Retention
+	27, // 17: idend.record.v1.Record.process_found:type_name -> idend.record.v1.ProcessFound
+	29, // 18: idend.record.v1.Record.gap:type_name -> idend.record.v1.Gap
+	1,  // 19: idend.record.v1.Identity.strength:type_name -> idend.record.v1.Strength
+	7,  // 20: idend.record.v1.Identity.attested:type_name -> idend.record.v1.Attested
+	6,  // 21: idend.record.v1.Exec.process:type_name -> idend.record.v1.Process
+	8,  // 22: idend.record.v1.Exec.identity:type_name -> idend.record.v1.Identity
+	0,  // 23: idend.record.v1.Exec.verdict:type_name -> idend.record.v1.Verdict
+	6,  // 24: idend.record.v1.Fork.process:type_name -> idend.record.v1.Process
+	8,  // 25: idend.record.v1.Fork.identity:type_name -> idend.record.v1.Identity
+	0,  // 26: idend.record.v1.Fork.verdict:type_name -> idend.record.v1.Verdict
+	6,  // 27: idend.record.v1.Fork.child:type_name -> idend.record.v1.Process
+	6,  // 28: idend.record.v1.Exit.process:type_name -> idend.record.v1.Process
+	8,  // 29: idend.record.v1.Exit.identity:type_name -> idend.record.v1.Identity
+	0,  // 30: idend.record.v1.Exit.verdict:type_name -> idend.record.v1.Verdict
+	6,  // 31: idend.record.v1.Connect.process:type_name -> idend.record.v1.Process
+	8,  // 32: idend.record.v1.Connect.identity:type_name -> idend.record.v1.Identity
+	0,  // 33: idend.record.v1.Connect.verdict:type_name -> idend.record.v1.Verdict
+	2,  // 34: idend.record.v1.Connect.protocol:type_name -> idend.record.v1.Protocol
+	3,  // 35: idend.record.v1.Connect.op:type_name -> idend.record.v1.ConnectOp
+	6,  // 36: idend.record.v1.SocketCreate.process:type_name -> idend.record.v1.Process
+	8,  // 37: idend.record.v1.SocketCreate.identity:type_name -> idend.record.v1.Identity
+	0,  // 38: idend.record.v1.SocketCreate.verdict:type_name -> idend.record.v1.Verdict
+	6,  // 39: idend.record.v1.UnixConnect.process:type_name -> idend.record.v1.Process
+	8,  // 40: idend.record.v1.UnixConnect.identity:type_name -> idend.record.v1.Identity
+	0,  // 41: idend.record.v1.UnixConnect.verdict:type_name -> idend.record.v1.Verdict
+	3,  // 42: idend.record.v1.UnixConnect.op:type_name -> idend.record.v1.ConnectOp
+	8,  // 43: idend.record.v1.SessionOpen.identity:type_name -> idend.record.v1.Identity
+	17, // 44: idend.record.v1.SessionOpen.intent:type_name -> idend.record.v1.IntentRef
+	18, // 45: idend.record.v1.SessionOpen.hosts:type_name -> idend.record.v1.HostAddrs
+	19, // 46: idend.record.v1.SessionOpen.exec_files:type_name -> idend.record.v1.ExecFile
+	17, // 47: idend.record.v1.IntentChange.intent:type_name -> idend.record.v1.IntentRef
+	12, // 48: idend.record.v1.Escalation.connect:type_name -> idend.record.v1.Connect
+	13, // 49: idend.record.v1.Escalation.socket_create:type_name -> idend.record.v1.SocketCreate
+	14, // 50: idend.record.v1.Escalation.unix_connect:type_name -> idend.record.v1.UnixConnect
+	9,  // 51: idend.record.v1.Escalation.exec:type_name -> idend.record.v1.Exec
+	6,  // 52: idend.record.v1.ProcessFound.process:type_name -> idend.record.v1.Process
+	8,  // 53: idend.record.v1.ProcessFound.identity:type_name -> idend.record.v1.Identity
+	54, // [54:54] is the sub-list for method output_type
+	54, // [54:54] is the sub-list for method input_type
+	54, // [54:54] is the sub-list for extension type_name
+	54, // [54:54] is the sub-list for extension extendee
+	0,  // [0:54] is the sub-list for field type_name
 }
 
 func init() { file_record_proto_init() }
@@ -2960,6 +3077,7 @@ func file_record_proto_init() {
 		(*Record_HostResolution)(nil),
 		(*Record_ExecRefresh)(nil),
 		(*Record_Retention)(nil),
+		(*Record_ProcessFound)(nil),
 		(*Record_Gap)(nil),
 	}
 	file_record_proto_msgTypes[19].OneofWrappers = []any{
@@ -2974,7 +3092,7 @@ func file_record_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_record_proto_rawDesc), len(file_record_proto_rawDesc)),
 			NumEnums:      4,
-			NumMessages:   25,
+			NumMessages:   26,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
