@@ -54,9 +54,42 @@ func (l *Loader) load() error {
 		return fmt.Errorf("load exec programs: %w", err)
 	}
 
-	if !l.features.UnixHooks {
-		return nil
+	if l.features.LSM {
+		if err := l.loadLSM(pinned, level); err != nil {
+			return err
+		}
 	}
+	if l.features.UnixHooks {
+		return l.loadUnixObjects(pinned)
+	}
+	return nil
+}
+
+// loadLSM loads the BPF-LSM exec program, which refuses a forbidden exec
+// with EPERM before the exec tracepoint would kill it.
+func (l *Loader) loadLSM(pinned *ebpf.CollectionOptions, level uint32) error {
+	spec, err := loadLsm()
+	if err != nil {
+		return err
+	}
+	var ls lsmSpecs
+	if err := spec.Assign(&ls); err != nil {
+		return fmt.Errorf("assign lsm specs: %w", err)
+	}
+	l.sizeRings(ls.EventsRing, ls.DenialsRing)
+	if err := errors.Join(ls.RootCgroupId.Set(l.rootID), ls.RootLevel.Set(level)); err != nil {
+		return fmt.Errorf("set lsm constants: %w", err)
+	}
+	l.lsm = new(lsmObjects)
+	if err := spec.LoadAndAssign(l.lsm, pinned); err != nil {
+		l.lsm = nil
+		return fmt.Errorf("load lsm exec program: %w", err)
+	}
+	return nil
+}
+
+// loadUnixObjects loads the unix socket programs (Linux 6.7+).
+func (l *Loader) loadUnixObjects(pinned *ebpf.CollectionOptions) error {
 	unixSpec, err := loadUnix()
 	if err != nil {
 		return err
@@ -113,6 +146,22 @@ func (l *Loader) attach() error {
 		}
 	}
 
+	return l.attachExec()
+}
+
+// attachExec attaches the BPF-LSM exec hook, when loaded, then the process
+// tracepoints. The LSM hook goes first: from then on a forbidden exec fails
+// with EPERM and no longer reaches the exec tracepoint.
+func (l *Loader) attachExec() error {
+	if l.lsm != nil {
+		prog := l.lsm.BprmCredsFile
+		err := l.attachReplacing(lsmProgBprmCredsFile, "lsm/bprm_creds_from_file", prog,
+			func() (link.Link, error) { return link.AttachLSM(link.LSMOptions{Program: prog}) })
+		if err != nil {
+			return err
+		}
+	}
+
 	tp := []struct {
 		name, tracepoint string
 		prog             *ebpf.Program
@@ -122,7 +171,10 @@ func (l *Loader) attach() error {
 		{execProgSchedExit, "sched_process_exit", l.exec.SchedExit},
 	}
 	for _, t := range tp {
-		if err := l.attachRawTracepoint(t.name, t.tracepoint, t.prog); err != nil {
+		err := l.attachReplacing(t.name, t.tracepoint, t.prog, func() (link.Link, error) {
+			return link.AttachRawTracepoint(link.RawTracepointOptions{Name: t.tracepoint, Program: t.prog})
+		})
+		if err != nil {
 			return err
 		}
 	}
@@ -159,11 +211,11 @@ func (l *Loader) attachCgroup(name string, prog *ebpf.Program, at ebpf.AttachTyp
 	return nil
 }
 
-// attachRawTracepoint attaches prog to a raw tracepoint. Tracepoint links
-// cannot be updated in place: a pinned link running the same program is
-// kept; otherwise the new link is attached before the old one goes, so
-// that for a moment both run rather than neither.
-func (l *Loader) attachRawTracepoint(name, tracepoint string, prog *ebpf.Program) error {
+// attachReplacing attaches prog with attach, for links that cannot be
+// updated in place (raw tracepoints, LSM hooks): a pinned link running the
+// same program is kept; otherwise the new link is attached before the old
+// one goes, so that for a moment both run rather than neither.
+func (l *Loader) attachReplacing(name, target string, prog *ebpf.Program, attach func() (link.Link, error)) error {
 	pin := filepath.Join(l.pinDir, "links", name)
 
 	old, err := link.LoadPinnedLink(pin, nil)
@@ -175,12 +227,12 @@ func (l *Loader) attachRawTracepoint(name, tracepoint string, prog *ebpf.Program
 		return nil
 	}
 
-	lk, err := link.AttachRawTracepoint(link.RawTracepointOptions{Name: tracepoint, Program: prog})
+	lk, err := attach()
 	if err != nil {
 		if old != nil {
 			old.Close()
 		}
-		return fmt.Errorf("attach %s to %s: %w", name, tracepoint, err)
+		return fmt.Errorf("attach %s to %s: %w", name, target, err)
 	}
 	if old != nil {
 		err = errors.Join(old.Unpin(), old.Close())

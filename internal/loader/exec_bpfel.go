@@ -25,7 +25,6 @@ const (
 	execProgSchedExec   = "sched_exec"
 	execProgSchedExit   = "sched_exit"
 	execProgSchedFork   = "sched_fork"
-	execVarLsmEnforces  = "lsm_enforces"
 	execVarRootCgroupId = "root_cgroup_id"
 	execVarRootLevel    = "root_level"
 )
@@ -93,7 +92,6 @@ type execMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type execVariableSpecs struct {
-	LsmEnforces  *ebpf.VariableSpec `ebpf:"lsm_enforces"`
 	RootCgroupId *ebpf.VariableSpec `ebpf:"root_cgroup_id"`
 	RootLevel    *ebpf.VariableSpec `ebpf:"root_level"`
 }
@@ -141,7 +139,6 @@ func (m *execMaps) Close() error {
 //
 // It can be passed to loadExecObjects or ebpf.CollectionSpec.LoadAndAssign.
 type execVariables struct {
-	LsmEnforces  *ebpf.Variable `ebpf:"lsm_enforces"`
 	RootCgroupId *ebpf.Variable `ebpf:"root_cgroup_id"`
 	RootLevel    *ebpf.Variable `ebpf:"root_level"`
 }

@@ -133,11 +133,16 @@ func decode[T any](raw []byte, v *T) bool {
 	return true
 }
 
-// exec returns the last exec record of process pid.
+// exec returns the last exec record of process pid. Pid 0 stands for a
+// child of the test whose execve BPF-LSM refused: Go never learns its pid.
 func (r *records) exec(pid int) *netExecEvent {
 	for i := len(r.execs) - 1; i >= 0; i-- {
-		if r.execs[i].Hdr.Pid == uint32(pid) {
-			return &r.execs[i]
+		ev := &r.execs[i]
+		if pid == 0 && ev.Ppid == uint32(os.Getpid()) && ev.Hdr.Verdict == uint8(netIdendVerdictVERDICT_LSM_DENIED) {
+			return ev
+		}
+		if pid != 0 && ev.Hdr.Pid == uint32(pid) {
+			return ev
 		}
 	}
 	return nil
@@ -184,16 +189,21 @@ func (ev *netExecEvent) argv() []string {
 
 func (ev *netExecEvent) has(f netIdendEventFlag) bool { return ev.Hdr.Flags&uint32(f) != 0 }
 
-// proc is a program that ran in a session and ended.
+// proc is a program that ran in a session and ended, or whose execve
+// failed (err; pid and status are then unknown).
 type proc struct {
 	pid    int
 	out    string
 	status syscall.WaitStatus
+	err    error
 }
 
 func (p proc) killed() bool { return p.status.Signaled() && p.status.Signal() == syscall.SIGKILL }
 
 func (p proc) String() string {
+	if p.err != nil {
+		return fmt.Sprintf("execve: %v", p.err)
+	}
 	if p.status.Signaled() {
 		return fmt.Sprintf("pid %d killed by %v, output %q", p.pid, p.status.Signal(), p.out)
 	}
@@ -224,7 +234,9 @@ func spawnIn(t *testing.T, dir, cwd string, env []string, argv ...string) proc {
 	var out bytes.Buffer
 	cmd := &exec.Cmd{Path: argv[0], Args: argv, Dir: cwd, Env: env, Stdout: &out, Stderr: &out}
 	cmd.SysProcAttr = &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: fd}
-	if err := cmd.Start(); err != nil {
+	if err := cmd.Start(); errors.Is(err, syscall.EPERM) {
+		return proc{err: err}
+	} else if err != nil {
 		t.Fatalf("start %s: %v", argv[0], err)
 	}
 	err = cmd.Wait()
@@ -417,23 +429,26 @@ func TestExecJudgedOnTheFileRun(t *testing.T) {
 	}
 }
 
-// checkRan checks that p ran and created marker, or was killed before it
-// could.
+// checkRan checks that p ran and created marker, or was stopped before it
+// could: killed, or refused where BPF-LSM is active.
 func checkRan(t *testing.T, p proc, marker string, ran bool) {
 	t.Helper()
 	_, err := os.Stat(marker)
 	created := err == nil
 	switch {
-	case ran && (p.status.ExitStatus() != 0 || !created):
+	case ran && (p.err != nil || p.status.ExitStatus() != 0 || !created):
 		t.Errorf("want the program to run: %v, marker created %v", p, created)
-	case !ran && (!p.killed() || created || p.out != ""):
-		t.Errorf("want the program killed before it runs: %v, marker created %v", p, created)
+	case !ran && (!p.stopped() || created):
+		t.Errorf("want the program %s before it runs: %v, marker created %v", stopWord(), p, created)
 	}
 }
 
 // checkExit checks the exit record of p against its wait status.
 func checkExit(t *testing.T, r *records, p proc) {
 	t.Helper()
+	if p.err != nil {
+		return // no pid to look for
+	}
 	ex := r.exit(p.pid)
 	if ex == nil {
 		t.Errorf("no exit record for %v", p)
@@ -460,7 +475,7 @@ func checkExecRecord(t *testing.T, ev *netExecEvent, w execWant) {
 	}
 	verdict, flags := netIdendVerdictVERDICT_ALLOW, w.flags
 	if !w.ran {
-		verdict = netIdendVerdictVERDICT_KILLED
+		verdict = stopVerdict()
 		flags |= netIdendEventFlagEVENT_F_OUTSIDE
 	}
 	if ev.Hdr.Verdict != uint8(verdict) {
@@ -481,7 +496,9 @@ func checkExecRecord(t *testing.T, ev *netExecEvent, w execWant) {
 	if got := cstring(ev.Filename[:]); w.filename != "" && got != w.filename {
 		t.Errorf("filename %q, want %q", got, w.filename)
 	}
-	if w.argv != nil && !slices.Equal(ev.argv(), w.argv) {
+	if verdict == netIdendVerdictVERDICT_LSM_DENIED {
+		checkNoArgv(t, ev)
+	} else if w.argv != nil && !slices.Equal(ev.argv(), w.argv) {
 		t.Errorf("argv %q, want %q", ev.argv(), w.argv)
 	}
 	if w.argv != nil && ev.has(netIdendEventFlagEVENT_F_ARGV_TRUNCATED) {
@@ -587,7 +604,8 @@ th.join()
 			tidFile := filepath.Join(f.dir, fmt.Sprintf("tid-%d", i))
 			p := pyExec(t, dir, prog, tidFile, c.file, marker)
 			checkRan(t, p, marker, c.ran)
-			if tid, _ := os.ReadFile(tidFile); string(tid) == fmt.Sprint(p.pid) || len(tid) == 0 {
+			tid, _ := os.ReadFile(tidFile)
+			if string(tid) == fmt.Sprint(p.pid) || len(tid) == 0 {
 				t.Fatalf("thread id %q, pid %d: want a thread that is not the leader", tid, p.pid)
 			}
 
@@ -598,7 +616,13 @@ th.join()
 				argv: []string{c.file, marker},
 			})
 			checkExit(t, recs, p)
-			if ev.Hdr.Tid != ev.Hdr.Pid {
+			switch {
+			case !c.ran && lsmActive():
+				// Refused: no thread became the leader.
+				if fmt.Sprint(ev.Hdr.Tid) != string(tid) {
+					t.Errorf("exec record tid %d, want the calling thread's, %s", ev.Hdr.Tid, tid)
+				}
+			case ev.Hdr.Tid != ev.Hdr.Pid:
 				t.Errorf("exec record tid %d, pid %d: want the thread to have become the leader", ev.Hdr.Tid, ev.Hdr.Pid)
 			}
 			// The key on python's own exec and connect records.

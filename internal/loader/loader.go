@@ -60,6 +60,7 @@ type Loader struct {
 	net  netObjects
 	exec execObjects
 	unix *unixObjects
+	lsm  *lsmObjects // nil without BPF-LSM
 
 	mu       sync.Mutex
 	links    []link.Link
@@ -136,6 +137,9 @@ func (l *Loader) Close() error {
 	errs = append(errs, l.net.Close(), l.exec.Close())
 	if l.unix != nil {
 		errs = append(errs, l.unix.Close())
+	}
+	if l.lsm != nil {
+		errs = append(errs, l.lsm.Close())
 	}
 	return errors.Join(errs...)
 }

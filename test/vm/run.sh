@@ -7,6 +7,7 @@
 #
 # Settings, from the environment:
 #   VM_KERNELS       names from kernels.txt to boot (default: all)
+#   VM_KERNELS_FILE  the kernel list (default: test/vm/kernels.txt)
 #   VM_PACKAGES      Go packages whose tests run in the guests (default:
 #                    every package with privileged tests, that is whose test
 #                    files check for root with Geteuid() or check for a
@@ -92,7 +93,7 @@ read_kernels() {
 		fi
 		NAMES+=("$name")
 		PKG[$name]=$pkg VER[$name]=$ver APPEND[$name]=$rest
-	done <"$HERE/kernels.txt"
+	done <"${VM_KERNELS_FILE:-$HERE/kernels.txt}"
 	((${#NAMES[@]})) || die "no kernel of kernels.txt matches VM_KERNELS=${VM_KERNELS:-}"
 }
 
@@ -353,7 +354,7 @@ boot() {
 	mkdir -p "$out"
 	set +e
 	timeout -k 10 "$VM_TIMEOUT" qemu-system-x86_64 \
-		-accel tcg -cpu max -smp 2 -m 2G \
+		-accel tcg -cpu "${VM_CPU:-max}" -smp 2 -m 2G \
 		-nodefaults -display none -no-reboot \
 		-kernel "$kernel" -initrd "$initrd" \
 		-append "console=ttyS0 panic=-1 loglevel=4 vmtest.name=$name vmtest.timeout=$VM_TEST_TIMEOUT ${APPEND[$name]}" \
@@ -412,7 +413,7 @@ feature_table() {
 }
 
 main() {
-	local start=$SECONDS name kernel rc v t0 failed=0
+	local start=$SECONDS name kernel rc v t0 n failed=0
 	local -A took=() result=()
 	declare -ga TESTED=() NOT_BUILT=()
 	read_kernels
@@ -420,6 +421,7 @@ main() {
 	mkdir -p "$WORK" "$RESULTS"
 
 	build_base
+	log "built the guest userland and test binaries in $((SECONDS - start))s"
 	local npass=0 nfail=0 nskip=0
 	for name in "${NAMES[@]}"; do
 		fetch_kernel "${PKG[$name]}" "${VER[$name]}"
@@ -430,12 +432,16 @@ main() {
 		t0=$SECONDS
 		boot "$name" "$kernel" "$INITRD"
 		rc=$BOOT_RC
+		rm -f "$INITRD"
 		took[$name]=$((SECONDS - t0))
 		v=$(verdict "$name" "$rc")
 		result[$name]=$v
 		[[ $v == PASS ]] || failed=$((failed + 1))
 		npass=$((npass + $(count PASS "$RESULTS/$name/console.log")))
-		nfail=$((nfail + $(count FAIL "$RESULTS/$name/console.log")))
+		n=$(count FAIL "$RESULTS/$name/console.log")
+		# A guest that failed outside any test still counts as a failure.
+		[[ $v == PASS || $n -gt 0 ]] || n=1
+		nfail=$((nfail + n))
 		nskip=$((nskip + $(count SKIP "$RESULTS/$name/console.log")))
 		log "$name: $v in ${took[$name]}s"
 	done

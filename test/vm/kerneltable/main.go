@@ -42,8 +42,8 @@ type entry struct {
 	name   string
 	kernel string
 	lsm    string
-	tests  []string // "package: pass" or "package: exit N"
-	result string   // the guest's overall result; empty for the host
+	tests  []testRun
+	result string // the guest's overall result; empty for the host
 	doctor *doctor
 }
 
@@ -122,16 +122,27 @@ func readRecords(path string) (entry, error) {
 	return e, nil
 }
 
-// testOutcome turns "PKG CODE DURATION" into "PKG: pass" or "PKG: exit N".
-func testOutcome(val string) string {
+// testRun is how one package's test binary ended in a guest.
+type testRun struct {
+	pkg    string
+	status string // exit status, or "error" when it could not run
+	passed bool
+}
+
+func (t testRun) String() string {
+	if t.status == "error" {
+		return t.pkg + " did not run"
+	}
+	return t.pkg + " exit " + t.status
+}
+
+// testOutcome parses a test record: "PKG STATUS DURATION".
+func testOutcome(val string) testRun {
 	fields := strings.Fields(val)
 	if len(fields) < 2 {
-		return val
+		return testRun{pkg: val, status: "error"}
 	}
-	if fields[1] == "0" {
-		return fields[0] + ": pass"
-	}
-	return fields[0] + ": exit " + fields[1]
+	return testRun{pkg: fields[0], status: fields[1], passed: fields[1] == "0"}
 }
 
 // bpfLSM says whether bpf is in the entry's active LSM list, or, where

@@ -29,6 +29,9 @@ func write(w io.Writer, entries []entry) error {
 	row(&b, append([]string{"BPF-LSM"}, column(entries, entry.bpfLSM)...))
 	row(&b, append([]string{"active LSMs"}, column(entries, func(e entry) string { return e.lsm })...))
 	row(&b, append([]string{"tests in the guest"}, column(entries, testsCell)...))
+	if pkgs := testedPackages(entries); len(pkgs) > 0 {
+		fmt.Fprintf(&b, "\nThe guests ran the tests of %s.\n", strings.Join(pkgs, ", "))
+	}
 
 	notes := writeFeatures(&b, entries)
 	writeEnforcement(&b, entries)
@@ -126,14 +129,36 @@ func writeEnforcement(b *strings.Builder, entries []entry) {
 	}
 }
 
+// testsCell is the guest's result and the packages that did not pass.
 func testsCell(e entry) string {
 	if e.result == "" {
 		return "n/a (host)"
 	}
-	if len(e.tests) == 0 {
+	var failed []string
+	for _, t := range e.tests {
+		if !t.passed {
+			failed = append(failed, t.String())
+		}
+	}
+	if len(failed) == 0 {
 		return e.result
 	}
-	return e.result + ": " + strings.Join(e.tests, ", ")
+	return e.result + ": " + strings.Join(failed, ", ")
+}
+
+// testedPackages lists the packages any guest ran, in first-seen order.
+func testedPackages(entries []entry) []string {
+	var pkgs []string
+	seen := make(map[string]bool)
+	for _, e := range entries {
+		for _, t := range e.tests {
+			if !seen[t.pkg] {
+				seen[t.pkg] = true
+				pkgs = append(pkgs, t.pkg)
+			}
+		}
+	}
+	return pkgs
 }
 
 func names(entries []entry) []string {
