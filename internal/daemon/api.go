@@ -140,7 +140,13 @@ func (sv *server) identity(c *caller, req *apipb.OpenSessionRequest) (*attest.Id
 		return id, sv.consistent(c, id)
 	case len(req.Credential) > 0:
 		fp := attest.Fingerprint(m.nodeKey, bytes.TrimSpace(req.Credential))
-		return &attest.Identity{Strength: attest.StrengthBearer, Fingerprint: fp}, nil
+		id := &attest.Identity{Strength: attest.StrengthBearer, Fingerprint: fp}
+		// The launcher's kernel facts are recorded whatever credential
+		// it presents.
+		if facts, err := m.attester.Attest(c.pid); err == nil {
+			id.Facts = facts
+		}
+		return id, nil
 	}
 	return nil, nil
 }
@@ -149,12 +155,13 @@ func (sv *server) identity(c *caller, req *apipb.OpenSessionRequest) (*attest.Id
 // identity of the process presenting it.
 func (sv *server) consistent(c *caller, id *attest.Identity) error {
 	m := sv.d.m
-	if m.registry.Len() == 0 {
-		return nil
-	}
 	facts, err := m.attester.Attest(c.pid)
 	if err != nil {
 		return fmt.Errorf("attest calling process: %w", err)
+	}
+	id.Facts = facts
+	if m.registry.Len() == 0 {
+		return nil
 	}
 	att, err := m.registry.Match(facts)
 	if errors.Is(err, attest.ErrNoEntry) {
@@ -167,7 +174,6 @@ func (sv *server) consistent(c *caller, id *attest.Identity) error {
 	if err != nil {
 		return err
 	}
-	id.Facts = facts
 	return attest.CheckConsistent(svid, &att)
 }
 
@@ -361,6 +367,8 @@ func apiError(err error) error {
 		code = codes.ResourceExhausted
 	case errors.Is(err, ErrDenied), errors.Is(err, attest.ErrMismatch):
 		code = codes.PermissionDenied
+	case errors.Is(err, attest.ErrNotReady):
+		code = codes.Unavailable
 	case isIdentityError(err):
 		code = codes.Unauthenticated
 	}

@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"context"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -153,6 +154,10 @@ func (m *manager) open(ctx context.Context, req openRequest) (*Session, error) {
 		}
 	}
 	s.Identity = *req.identity
+	// A session lives no longer than the SVID that opened it.
+	if exp := s.Identity.Expires; !exp.IsZero() && exp.Before(s.Expires) {
+		s.Expires = exp
+	}
 
 	if err := m.resolve(ctx, s, in); err != nil {
 		return nil, err
@@ -400,7 +405,7 @@ func openRecord(s *Session) *recordpb.Record {
 		CgroupPath: s.Cgroup,
 		CgroupId:   s.CgroupID,
 		Principal:  s.Principal,
-		Identity:   identityRecord(s),
+		Identity:   identityRecord(s, true),
 		Intent:     &recordpb.IntentRef{Name: s.intent.Name, Hash: []byte(s.intent.Hash()), Canonical: s.Canonical},
 		ExpiresNs:  s.Expires.UnixNano(),
 	}
@@ -428,8 +433,10 @@ func openRecord(s *Session) *recordpb.Record {
 	return &recordpb.Record{Body: &recordpb.Record_SessionOpen{SessionOpen: so}}
 }
 
-// identityRecord is the identity stamped on the session's records.
-func identityRecord(s *Session) *recordpb.Identity {
+// identityRecord is the identity stamped on the session's records; the
+// attested facts only when withFacts (session records: kernel records
+// name the session, which holds them).
+func identityRecord(s *Session, withFacts bool) *recordpb.Identity {
 	id := &recordpb.Identity{
 		SpiffeId:    s.Identity.SPIFFEID,
 		Fingerprint: []byte(s.Identity.Fingerprint),
@@ -443,9 +450,10 @@ func identityRecord(s *Session) *recordpb.Identity {
 	case attest.StrengthBearer:
 		id.Strength = recordpb.Strength_STRENGTH_BEARER
 	}
-	if f := s.Identity.Facts; f != nil {
+	if f := s.Identity.Facts; f != nil && withFacts {
+		sum, _ := hex.DecodeString(f.ExeSHA256)
 		id.Attested = &recordpb.Attested{Uid: f.UID, Gid: f.GID, ExePath: f.ExePath,
-			ExeSha256: []byte(f.ExeSHA256), Cgroup: f.CgroupPath}
+			ExeSha256: sum, Cgroup: f.CgroupPath}
 	}
 	return id
 }

@@ -72,7 +72,7 @@ func (p *pipeline) stamp(r *recordpb.Record) {
 	if s == nil {
 		return
 	}
-	setIdentity(r, identityRecord(s))
+	setIdentity(r, identityRecord(s, false))
 	if a.GetVerdict() != recordpb.Verdict_VERDICT_DENY && a.GetVerdict() != recordpb.Verdict_VERDICT_KILLED {
 		return
 	}

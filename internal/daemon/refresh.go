@@ -183,7 +183,7 @@ func (m *manager) recordFound(s *Session, pid int) {
 	}
 	argv, _ := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "cmdline"))
 	found := &recordpb.ProcessFound{SessionId: s.ID, CgroupId: s.CgroupID, Process: p,
-		Identity: identityRecord(s), ExePath: f.ExePath}
+		Identity: identityRecord(s, false), ExePath: f.ExePath}
 	if a := strings.TrimRight(string(argv), "\x00"); a != "" {
 		found.Argv = strings.Split(a, "\x00")
 	}

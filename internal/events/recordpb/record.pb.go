@@ -867,10 +867,12 @@ type Identity struct {
 	state    protoimpl.MessageState `protogen:"open.v1"`
 	SpiffeId string                 `protobuf:"bytes,1,opt,name=spiffe_id,json=spiffeId,proto3" json:"spiffe_id,omitempty"`
 	Strength Strength               `protobuf:"varint,2,opt,name=strength,proto3,enum=idend.record.v1.Strength" json:"strength,omitempty"`
-	// fingerprint is the SHA-256 of the presented credential.
+	// fingerprint is a keyed fingerprint of a presented bearer credential,
+	// "hmac-sha256:<hex>" keyed by the node's key; never the credential.
 	Fingerprint []byte `protobuf:"bytes,3,opt,name=fingerprint,proto3" json:"fingerprint,omitempty"`
 	Principal   string `protobuf:"bytes,4,opt,name=principal,proto3" json:"principal,omitempty"`
-	// attested is set on session records when strength is attested.
+	// attested is set on session records (not on kernel records) when the
+	// launcher's facts were attested.
 	Attested      *Attested `protobuf:"bytes,5,opt,name=attested,proto3" json:"attested,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
