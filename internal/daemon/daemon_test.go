@@ -169,6 +169,10 @@ func runIn(t *testing.T, cgroupDir string, env []string, name string, args ...st
 	if errors.As(err, &ee) {
 		return out.String(), ee.ExitCode()
 	}
+	if errors.Is(err, syscall.EPERM) {
+		// execve refused by BPF-LSM: what a shell reports as 126.
+		return err.Error(), 126
+	}
 	if err != nil {
 		t.Fatal(err)
 	}

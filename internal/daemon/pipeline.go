@@ -73,7 +73,8 @@ func (p *pipeline) stamp(r *recordpb.Record) {
 		return
 	}
 	setIdentity(r, identityRecord(s, false))
-	if a.GetVerdict() != recordpb.Verdict_VERDICT_DENY && a.GetVerdict() != recordpb.Verdict_VERDICT_KILLED {
+	if v := a.GetVerdict(); v != recordpb.Verdict_VERDICT_DENY && v != recordpb.Verdict_VERDICT_KILLED &&
+		v != recordpb.Verdict_VERDICT_LSM_DENIED {
 		return
 	}
 	if p.m.mode(s) != intent.ModeEscalate {

@@ -3,6 +3,7 @@ package daemon
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"path/filepath"
 	"slices"
@@ -15,6 +16,7 @@ import (
 	"github.com/idend/idend/internal/events"
 	"github.com/idend/idend/internal/events/recordpb"
 	"github.com/idend/idend/internal/intent"
+	"github.com/idend/idend/internal/loader"
 )
 
 // recordWatch receives, over the API's event stream, the records the
@@ -157,9 +159,7 @@ func replayWorkload(t *testing.T, block, audit *apipb.Session, allowed, other in
 	if _, code := runIn(t, block.Cgroup, nil, "/usr/bin/true"); code != 0 {
 		t.Errorf("allowed exec of true: exit %d", code)
 	}
-	if ws := runSignaled(t, block.Cgroup, "/usr/bin/false"); ws.Signal() != syscall.SIGKILL {
-		t.Errorf("forbidden exec of false: %v, want SIGKILL", ws)
-	}
+	stopped := forbiddenExec(t, block.Cgroup, "/usr/bin/false")
 	connect(audit, allowed, "ok")
 	connect(audit, other, "ok")
 	if _, code := runIn(t, audit.Cgroup, nil, "/usr/bin/false"); code != 1 {
@@ -169,14 +169,13 @@ func replayWorkload(t *testing.T, block, audit *apipb.Session, allowed, other in
 	const (
 		allow = recordpb.Verdict_VERDICT_ALLOW
 		deny  = recordpb.Verdict_VERDICT_DENY
-		kill  = recordpb.Verdict_VERDICT_KILLED
 		aud   = recordpb.Verdict_VERDICT_AUDIT
 	)
 	return []replayCase{
 		{"block: allowed connect", connectRecord(block.Id, allowed, allow), true},
 		{"block: denied connect", connectRecord(block.Id, other, deny), false},
 		{"block: allowed exec", execRecord(block.Id, "/usr/bin/true", allow), true},
-		{"block: killed exec", execRecord(block.Id, "/usr/bin/false", kill), false},
+		{"block: stopped exec", execRecord(block.Id, "/usr/bin/false", stopped), false},
 		{"audit: allowed connect", connectRecord(audit.Id, allowed, allow), true},
 		{"audit: audited connect", connectRecord(audit.Id, other, aud), true},
 		{"audit: audited exec", execRecord(audit.Id, "/usr/bin/false", aud), true},
@@ -191,8 +190,28 @@ func connectFrom(t *testing.T, s *apipb.Session, port int) string {
 	return strings.TrimSpace(out)
 }
 
-// runSignaled runs a program in a cgroup and returns how it ended.
-func runSignaled(t *testing.T, cgroupDir, name string) syscall.WaitStatus {
+// forbiddenExec runs a forbidden program in a cgroup, checks that it was
+// stopped the way this kernel stops it, and returns the verdict its record
+// must have: LSM_DENIED where BPF-LSM refuses the execve with EPERM,
+// KILLED where the exec tracepoint kills the process.
+func forbiddenExec(t *testing.T, cgroupDir, name string) recordpb.Verdict {
+	t.Helper()
+	ws, err := runSignaled(t, cgroupDir, name)
+	if loader.Probe().LSM {
+		if !errors.Is(err, syscall.EPERM) {
+			t.Errorf("forbidden exec of %s: %v, status %v; want EPERM", name, err, ws)
+		}
+		return recordpb.Verdict_VERDICT_LSM_DENIED
+	}
+	if err != nil || ws.Signal() != syscall.SIGKILL {
+		t.Errorf("forbidden exec of %s: %v, status %v; want SIGKILL", name, err, ws)
+	}
+	return recordpb.Verdict_VERDICT_KILLED
+}
+
+// runSignaled runs a program in a cgroup and returns how it ended, or the
+// error of its execve.
+func runSignaled(t *testing.T, cgroupDir, name string) (syscall.WaitStatus, error) {
 	t.Helper()
 	fd, err := syscall.Open(cgroupDir, syscall.O_DIRECTORY|syscall.O_RDONLY, 0)
 	if err != nil {
@@ -203,13 +222,13 @@ func runSignaled(t *testing.T, cgroupDir, name string) syscall.WaitStatus {
 	attr.Sys = &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: fd}
 	pid, err := syscall.ForkExec(name, []string{name}, &attr)
 	if err != nil {
-		t.Fatal(err)
+		return 0, err
 	}
 	var ws syscall.WaitStatus
 	if _, err := syscall.Wait4(pid, &ws, 0, nil); err != nil {
 		t.Fatal(err)
 	}
-	return ws
+	return ws, nil
 }
 
 const replayBlockIntent = `name: replay-block
