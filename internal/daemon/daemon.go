@@ -76,6 +76,10 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 		return err
 	}
 	defer l.Close()
+	if r := l.Replaced(); len(r) > 0 {
+		log.Warn("replaced pinned state of another layout version", "layouts", r,
+			"layout", loader.LayoutVersion)
+	}
 	log.Info("programs attached", "cgroup_root", root, "bpffs", cfg.BPFFSDir,
 		"unix_sockets", l.Features().UnixHooks, "bpf_lsm", l.Features().LSM)
 

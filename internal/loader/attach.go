@@ -293,19 +293,22 @@ func isBPFFS(path string) bool {
 }
 
 // removeOtherLayouts unpins the state of other layout versions, detaching
-// their programs. It runs after the current layout's programs are attached.
-func removeOtherLayouts(dir string, keep int) error {
+// their programs, and returns their names. It runs after the current
+// layout's programs are attached, so that no call goes unjudged between.
+func removeOtherLayouts(dir string, keep int) ([]string, error) {
 	entries, err := os.ReadDir(dir)
 	if err != nil {
-		return fmt.Errorf("read bpffs directory: %w", err)
+		return nil, fmt.Errorf("read bpffs directory: %w", err)
 	}
+	var removed []string
 	for _, e := range entries {
 		if !e.IsDir() || !strings.HasPrefix(e.Name(), "v") || e.Name() == fmt.Sprintf("v%d", keep) {
 			continue
 		}
 		if err := os.RemoveAll(filepath.Join(dir, e.Name())); err != nil {
-			return fmt.Errorf("remove pinned layout %s: %w", e.Name(), err)
+			return removed, fmt.Errorf("remove pinned layout %s: %w", e.Name(), err)
 		}
+		removed = append(removed, e.Name())
 	}
-	return nil
+	return removed, nil
 }

@@ -54,6 +54,7 @@ type Loader struct {
 	pinDir   string
 	features Features
 	rootID   uint64
+	replaced []string
 
 	v4Inner, v6Inner *ebpf.MapSpec
 
@@ -113,12 +114,16 @@ func Open(opts Options) (*Loader, error) {
 		l.Close()
 		return nil, fmt.Errorf("read pinned policies: %w", err)
 	}
-	if err := removeOtherLayouts(opts.BPFFSDir, LayoutVersion); err != nil {
+	if l.replaced, err = removeOtherLayouts(opts.BPFFSDir, LayoutVersion); err != nil {
 		l.Close()
 		return nil, err
 	}
 	return l, nil
 }
+
+// Replaced names the pinned layouts of other versions that Open found and
+// removed. Their sessions' rules are gone; the daemon applies them anew.
+func (l *Loader) Replaced() []string { return l.replaced }
 
 // Features reports what the kernel offered when the loader opened.
 func (l *Loader) Features() Features { return l.features }

@@ -519,3 +519,32 @@ network:
 		t.Errorf("io_uring connect to other port: %s, want %s", got, eperm)
 	}
 }
+
+// Pinned state of another layout version is replaced, and its programs
+// detached, once the current programs are attached.
+func TestOtherLayoutReplaced(t *testing.T) {
+	e := newEnv(t, Options{})
+	port := listen(t, "tcp4", "127.0.0.1:0")
+	dir, _ := e.session("name: old\npurpose: denies everything\n")
+	e.l.Close()
+	e.l = nil
+
+	// Move the pins aside as if an older daemon had written them.
+	cur := filepath.Join(e.opts.BPFFSDir, fmt.Sprintf("v%d", LayoutVersion))
+	old := filepath.Join(e.opts.BPFFSDir, "v0")
+	if err := os.Rename(cur, old); err != nil {
+		t.Fatal(err)
+	}
+	e.l = e.open()
+	if got := e.l.Replaced(); len(got) != 1 || got[0] != "v0" {
+		t.Errorf("replaced layouts %v, want [v0]", got)
+	}
+	if _, err := os.Stat(old); !os.IsNotExist(err) {
+		t.Errorf("old layout still pinned: %v", err)
+	}
+	// The session's rules went with the old layout: its cgroup is now no
+	// session, and denied.
+	if got := py(t, dir, connectTCP("127.0.0.1", port)); got != "" && got != eperm {
+		t.Errorf("connect after replacement: %q, want denied", got)
+	}
+}
