@@ -454,6 +454,9 @@ main() {
 	for name in "${NAMES[@]}"; do
 		printf 'test-vm: %-14s %-44s %-6s %s\n' "$name" "${PKG[$name]}" "${took[$name]}" "${result[$name]}"
 	done
+	for name in "${NAMES[@]}"; do
+		grep -E '^--- FAIL:' "$RESULTS/$name/console.log" | sed "s/^/test-vm: $name: /" || true
+	done
 	log "total $((SECONDS - start))s for ${#NAMES[@]} kernels; packages: ${TESTED[*]}"
 	if [[ -z ${VM_PACKAGES:-} && -n $VM_SKIP_PACKAGES ]]; then
 		log "left out by VM_SKIP_PACKAGES: $VM_SKIP_PACKAGES"
