@@ -116,7 +116,7 @@ func (sv *server) OpenSession(ctx context.Context, req *apipb.OpenSessionRequest
 	if err != nil {
 		return nil, apiError(err)
 	}
-	return sessionInfo(s), nil
+	return sv.d.m.info(s), nil
 }
 
 // identity verifies what the launcher presented; nil means none was.
@@ -185,7 +185,7 @@ func (sv *server) ListSessions(ctx context.Context, _ *apipb.ListSessionsRequest
 	out := &apipb.ListSessionsResponse{}
 	for _, s := range sv.d.m.list() {
 		if within(own, s) == nil {
-			out.Sessions = append(out.Sessions, sessionInfo(s))
+			out.Sessions = append(out.Sessions, sv.d.m.info(s))
 		}
 	}
 	return out, nil
@@ -203,7 +203,7 @@ func (sv *server) GetSession(ctx context.Context, req *apipb.GetSessionRequest) 
 	if err := within(own, s); err != nil {
 		return nil, err
 	}
-	return sessionInfo(s), nil
+	return sv.d.m.info(s), nil
 }
 
 func (sv *server) CloseSession(ctx context.Context, req *apipb.CloseSessionRequest) (*apipb.CloseSessionResponse, error) {
@@ -236,7 +236,7 @@ func (sv *server) Approve(ctx context.Context, req *apipb.ApproveRequest) (*apip
 	if err != nil {
 		return nil, apiError(err)
 	}
-	return sessionInfo(s), nil
+	return sv.d.m.info(s), nil
 }
 
 func (sv *server) EnterSession(ctx context.Context, req *apipb.EnterSessionRequest) (*apipb.EnterSessionResponse, error) {
@@ -390,4 +390,12 @@ func userName(uid int) string {
 		return u.Username
 	}
 	return "uid " + strconv.Itoa(uid)
+}
+
+// info describes a session for the API, under the lock that guards its
+// escalations and compiled rules.
+func (m *manager) info(s *Session) *apipb.Session {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	return sessionInfo(s)
 }

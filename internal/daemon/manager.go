@@ -104,6 +104,13 @@ func (m *manager) open(ctx context.Context, req openRequest) (*Session, error) {
 		return nil, err
 	}
 
+	// Host names and programs are looked up before taking the lock: a
+	// slow resolver must not hold up recording.
+	hosts, files, err := m.resolve(ctx, in)
+	if err != nil {
+		return nil, err
+	}
+
 	m.mu.Lock()
 	defer m.mu.Unlock()
 
@@ -116,7 +123,8 @@ func (m *manager) open(ctx context.Context, req openRequest) (*Session, error) {
 		Principal: req.principal,
 		Created:   now,
 		Canonical: in.Canonical(),
-		Hosts:     make(map[string][]netip.Addr),
+		Hosts:     hosts,
+		Files:     files,
 	}
 	s.ID = events.SessionName(s.Num)
 
@@ -159,9 +167,6 @@ func (m *manager) open(ctx context.Context, req openRequest) (*Session, error) {
 		s.Expires = exp
 	}
 
-	if err := m.resolve(ctx, s, in); err != nil {
-		return nil, err
-	}
 	if err := s.build(); err != nil {
 		return nil, err
 	}
@@ -212,24 +217,24 @@ func (m *manager) attestCaller(c *caller) (*attest.Identity, error) {
 	return id, err
 }
 
-// resolve looks up the session's host names and executables.
-func (m *manager) resolve(ctx context.Context, s *Session, in *intent.Intent) error {
+// resolve looks up the host names and executables an intent names.
+func (m *manager) resolve(ctx context.Context, in *intent.Intent) (map[string][]netip.Addr, map[string]intent.FileID, error) {
+	hosts := make(map[string][]netip.Addr)
 	for _, r := range in.Egress {
 		if r.Host == "" {
 			continue
 		}
 		addrs, err := m.lookupHost(ctx, r.Host)
 		if err != nil {
-			m.log.Warn("resolve host", "session", s.ID, "host", r.Host, "err", err)
+			m.log.Warn("resolve host", "intent", in.Name, "host", r.Host, "err", err)
 		}
-		s.Hosts[r.Host] = addrs
+		hosts[r.Host] = addrs
 	}
 	files, err := intent.ResolveExec(in.Exec.Paths)
 	if err != nil {
-		return err
+		return nil, nil, err
 	}
-	s.Files = files
-	return nil
+	return hosts, files, nil
 }
 
 func defaultLookupHost(ctx context.Context, host string) ([]netip.Addr, error) {
@@ -247,38 +252,59 @@ func defaultLookupHost(ctx context.Context, host string) ([]netip.Addr, error) {
 // their cgroups and rules removed, and the closes recorded.
 func (m *manager) close(id, reason string) error {
 	m.mu.Lock()
-	defer m.mu.Unlock()
 	s := m.sessions[id]
 	if s == nil {
+		m.mu.Unlock()
 		return fmt.Errorf("session %s: %w", id, ErrNoSession)
 	}
-	err := m.closeLocked(s, reason)
-	if serr := m.saveLocked(); serr != nil {
-		err = errors.Join(err, serr)
+	// Take the session and its sub-sessions, deepest first, out of the
+	// table; their records keep their identity through m.closed.
+	tree := m.subtreeLocked(s)
+	for _, c := range tree {
+		delete(m.sessions, c.ID)
+		delete(m.byNum, c.Num)
+		m.closed.Add(c.ID, c)
 	}
-	return err
+	m.mu.Unlock()
+
+	// Killing can take a while: it runs unlocked, so that recording and
+	// other calls go on.
+	var errs []error
+	for _, c := range tree {
+		why := reason
+		if c != s {
+			why = "parent closed"
+		}
+		errs = append(errs, m.end(c, why))
+	}
+	m.mu.Lock()
+	errs = append(errs, m.saveLocked())
+	m.mu.Unlock()
+	return errors.Join(errs...)
 }
 
-func (m *manager) closeLocked(s *Session, reason string) error {
-	var errs []error
+// subtreeLocked returns s and the sessions below it, children before
+// their parents.
+func (m *manager) subtreeLocked(s *Session) []*Session {
+	var out []*Session
 	for _, c := range m.sessions {
 		if c.Parent == s.ID {
-			errs = append(errs, m.closeLocked(c, "parent closed"))
+			out = append(out, m.subtreeLocked(c)...)
 		}
 	}
-	// Reset the connections, kill the processes while the rules still
-	// hold, then drop the rules.
+	return append(out, s)
+}
+
+// end resets a closed session's connections, kills its processes while
+// its rules still hold, then drops the rules and records the close.
+func (m *manager) end(s *Session, reason string) error {
 	if _, err := cutConnections(s.Cgroup, nil); err != nil {
 		m.log.Warn("cut connections", "session", s.ID, "err", err)
 	}
-	errs = append(errs, cgroup.Kill(s.Cgroup, 5*time.Second))
-	errs = append(errs, m.loader.Remove(s.CgroupID))
+	errs := []error{cgroup.Kill(s.Cgroup, 5*time.Second), m.loader.Remove(s.CgroupID)}
 	_, err := m.rec.Append(&recordpb.Record{Body: &recordpb.Record_SessionClose{
 		SessionClose: &recordpb.SessionClose{SessionId: s.ID, Reason: reason}}})
 	errs = append(errs, err)
-	delete(m.sessions, s.ID)
-	delete(m.byNum, s.Num)
-	m.closed.Add(s.ID, s)
 	m.log.Info("session closed", "session", s.ID, "reason", reason)
 	return errors.Join(errs...)
 }
