@@ -14,7 +14,6 @@ out=${BENCH_OUT:-$(mktemp -t idend-bench.XXXXXX)}
 machine() {
 	model=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1)
 	echo "machine: $(nproc) CPUs, ${model:-unknown CPU}, Linux $(uname -r)"
-	echo "load average: $(cut -d' ' -f1-3 /proc/loadavg)"
 }
 
 # bench PACKAGE PATTERN BENCHTIME: one `go test -bench` run, appended to $out.
@@ -26,7 +25,9 @@ bench() {
 
 : >"$out"
 start=$(date +%s)
+load0=$(cut -d' ' -f1-3 /proc/loadavg)
 machine | tee -a "$out" >&2
+echo "load average before: $load0" | tee -a "$out" >&2
 if [ "$(id -u)" -ne 0 ]; then
 	echo "not root: the kernel and daemon benchmarks will skip" >&2
 fi
@@ -42,10 +43,12 @@ bench ./internal/daemon/ '^BenchmarkRingToRecording$' 1000000x
 bench ./internal/daemon/ '^BenchmarkFlood$' 1x
 bench ./internal/daemon/ '^BenchmarkDaemonMemory$' 1x
 bench ./internal/events/ '^Benchmark(RecorderAppend|Replay|ReplayFromDisk)$' 2s
-echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)" | tee -a "$out" >&2
+load1=$(cut -d' ' -f1-3 /proc/loadavg)
+echo "load average after: $load1" | tee -a "$out" >&2
 
 echo
 machine
+echo "load average: $load0 before, $load1 after (other work on the machine adds noise)"
 echo "run took $(($(date +%s) - start))s; raw output: $out"
 echo
 awk -f - "$out" <<'EOF'

@@ -601,7 +601,9 @@ func BenchmarkFlood(b *testing.B) {
 func BenchmarkDaemonMemory(b *testing.B) {
 	for range b.N {
 		d := startBenchDaemon(b)
-		time.Sleep(2 * time.Second)
+		// Idle: once the garbage of loading the programs has been
+		// collected and given back.
+		time.Sleep(5 * time.Second)
 		idle := d.memory(b)
 
 		var sessions []*apipb.Session
