@@ -20,6 +20,10 @@ import (
 // It probes the way Open does. Needs root.
 var lsmActive = sync.OnceValue(func() bool { return probeLSM() == nil })
 
+// refusedOutput is what run returns as output for a program whose execve
+// BPF-LSM refused.
+const refusedOutput = "execve: operation not permitted"
+
 // stopVerdict is the verdict on the record of a forbidden exec.
 func stopVerdict() netIdendVerdict {
 	if lsmActive() {

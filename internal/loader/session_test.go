@@ -138,6 +138,9 @@ func run(t *testing.T, dir string, name string, args ...string) (string, int) {
 	if errors.As(err, &ee) {
 		return out.String(), ee.ExitCode()
 	}
+	if errors.Is(err, syscall.EPERM) {
+		return refusedOutput, 126 // execve refused by BPF-LSM
+	}
 	if err != nil {
 		t.Fatalf("run %s: %v", name, err)
 	}
