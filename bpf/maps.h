@@ -78,13 +78,30 @@ static __always_inline __u32 ring_for(const struct event_header *h)
 	return denial_verdict(h->verdict, h->flags) ? RING_DENIALS : RING_EVENTS;
 }
 
+/* The events ring wakes its reader only once this much is unread; the
+ * reader also polls it. A wakeup per record costs the recording task more
+ * than the program itself (an IRQ work item each). Denials always wake the
+ * reader at once. */
+#define WAKEUP_BYTES (64 << 10)
+
+static __always_inline __u64 events_wakeup(void)
+{
+	return bpf_ringbuf_query(&events_ring, BPF_RB_AVAIL_DATA) >= WAKEUP_BYTES ?
+		       BPF_RB_FORCE_WAKEUP :
+		       BPF_RB_NO_WAKEUP;
+}
+
 /* Copies a small event into its ring, counting it when the ring is full. */
 static __always_inline void emit(struct event_header *h, __u64 size)
 {
 	__u32 ring = ring_for(h);
-	void *rb = ring == RING_DENIALS ? (void *)&denials_ring : (void *)&events_ring;
+	long err;
 
-	if (bpf_ringbuf_output(rb, h, size, 0))
+	if (ring == RING_DENIALS)
+		err = bpf_ringbuf_output(&denials_ring, h, size, 0);
+	else
+		err = bpf_ringbuf_output(&events_ring, h, size, events_wakeup());
+	if (err)
 		count_loss(ring, h->kind);
 }
 

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"os"
 	"sync/atomic"
 	"time"
 
@@ -37,11 +38,19 @@ func newPipeline(m *manager) *pipeline {
 	return &pipeline{m: m, wallOffset: time.Now().UnixNano() - ts.Nano()}
 }
 
+// pollInterval bounds how long a record waits in the events ring, whose
+// programs wake the reader only for a backlog (WAKEUP_BYTES in bpf/maps.h).
+const pollInterval = 10 * time.Millisecond
+
 // readRing records every sample of rd until ctx ends or rd is closed.
 func (p *pipeline) readRing(ctx context.Context, rd *ringbuf.Reader) error {
 	var rec ringbuf.Record
 	for {
+		rd.SetDeadline(time.Now().Add(pollInterval))
 		if err := rd.ReadInto(&rec); err != nil {
+			if errors.Is(err, os.ErrDeadlineExceeded) {
+				continue
+			}
 			if errors.Is(err, ringbuf.ErrClosed) || ctx.Err() != nil {
 				return nil
 			}
