@@ -74,7 +74,7 @@ type Limits struct {
 
 // DefaultLimits are the limits Compile and Widen enforce. Parse refuses an
 // intent that could not fit them with its host names unresolved.
-var DefaultLimits = Limits{MaxPrefixes: 4096, MaxUnix: 256, MaxExec: 1024}
+var DefaultLimits = Limits{MaxPrefixes: 65536, MaxUnix: 1024, MaxExec: 1024}
 
 // Check returns an error wrapping ErrTooLarge when c exceeds l.
 func (l Limits) Check(c *Compiled) error {
