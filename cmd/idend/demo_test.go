@@ -25,11 +25,12 @@ func TestDemo(t *testing.T) {
 	for _, want := range []string{
 		`agent: read the payments logs \(in its intent\): read \d+ bytes, 13 retries`,
 		`agent: export the customer table \(outside its intent\): refused \(\[Errno 1\] Operation not permitted\)`,
-		`agent: run nc \(not an allowed program\): nc was killed by signal 9 before it ran`,
+		// Killed at the exec tracepoint, or refused with EPERM by BPF-LSM.
+		`agent: run nc \(not an allowed program\): (nc was killed by signal 9 before it ran|refused \(\[Errno 1\])`,
 		`sub-agent: payments logs refused \(\[Errno 1\] Operation not permitted\)`,
 		`connect allow attested 127\.0\.0\.2:8080/tcp`,
 		`connect deny attested 127\.0\.0\.3:5432/tcp`,
-		`exec killed attested /usr/bin/nc`,
+		`exec (killed|lsm_denied) attested /usr/bin/nc`,
 		`session_open .* parent `,
 		`recordings: ok`,
 		`\n1 differences\n`,
