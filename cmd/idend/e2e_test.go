@@ -13,6 +13,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/idend/idend/internal/loader"
 )
 
 // testDaemon is `idend daemon` run as a process of its own, with its own
@@ -178,17 +180,27 @@ func TestDaemonRunForbiddenExec(t *testing.T) {
 	d := startTestDaemon(t)
 	intentFile, credFile := writeTestIntent(t, tcpListener(t))
 
+	// With BPF-LSM the exec fails with EPERM; without, it is killed.
+	lsm := loader.Probe().LSM
+
 	// The command itself is outside the intent.
 	r := d.idend(t, "run", "--intent", intentFile, "--credential-file", credFile, "--user", "nobody",
 		"--", "sh", "-c", "echo should not run")
-	if r.status != 128+int(syscall.SIGKILL) || strings.Contains(r.stdout, "should not run") {
-		t.Fatalf("want sh killed at exec (exit 137), got %s", r)
+	want := 128 + int(syscall.SIGKILL)
+	if lsm {
+		want = 126
+	}
+	if r.status != want || strings.Contains(r.stdout, "should not run") {
+		t.Fatalf("want sh stopped at exec (exit %d), got %s", want, r)
 	}
 
 	// A program the agent starts is outside the intent.
 	r = d.idend(t, "run", "--intent", intentFile, "--credential-file", credFile, "--user", "nobody",
 		"--", "python3", "-c", `import os; os.execv("/usr/bin/id", ["id"])`)
-	if r.status != 128+int(syscall.SIGKILL) || r.stdout != "" {
+	switch {
+	case lsm && (r.status != 1 || !strings.Contains(r.stderr, "PermissionError")):
+		t.Fatalf("want the agent's exec of id refused with EPERM, got %s", r)
+	case !lsm && (r.status != 128+int(syscall.SIGKILL) || r.stdout != ""):
 		t.Fatalf("want the agent killed at its exec of id (exit 137), got %s", r)
 	}
 }
