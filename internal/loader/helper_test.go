@@ -304,11 +304,36 @@ func inetCall(f []string) error {
 
 	switch f[0] {
 	case "connect":
-		return unix.Connect(fd, sa)
+		return finishConnect(fd, unix.Connect(fd, sa))
 	case "sendto":
 		return unix.Sendto(fd, []byte("x"), 0, sa)
 	case "fastopen":
-		return unix.Sendto(fd, []byte("x"), unix.MSG_FASTOPEN, sa)
+		return finishConnect(fd, unix.Sendto(fd, []byte("x"), unix.MSG_FASTOPEN, sa))
 	}
 	return fmt.Errorf("bad action kind %q", f[0])
+}
+
+// finishConnect waits out a connect that a signal interrupted: with a send
+// timeout set the kernel does not restart it, but the connect goes on (it
+// passed idend's hook, which refuses before anything blocks), and its
+// outcome arrives as the socket's error.
+func finishConnect(fd int, err error) error {
+	if err != unix.EINTR {
+		return err
+	}
+	pfd := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLOUT}}
+	for {
+		_, err := unix.Poll(pfd, 2000)
+		if err != unix.EINTR {
+			break
+		}
+	}
+	soErr, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_ERROR)
+	if err != nil {
+		return err
+	}
+	if soErr != 0 {
+		return unix.Errno(soErr)
+	}
+	return nil
 }
