@@ -21,6 +21,8 @@
 #   VM_TEST_ARGS     extra arguments for every test binary, e.g.
 #                    "-test.run=TestConnect"
 #   VM_TIMEOUT       seconds one kernel may take, boot to poweroff (600)
+#   VM_JOBS          guests booted at a time (2); above 1, each console is
+#                    printed whole when its guest is done
 #   VM_TEST_TIMEOUT  -test.timeout of each test binary in the guest (5m)
 #   VM_UPDATE_DOCS   1: rewrite docs/KERNELS.md from the doctor outputs
 #   VM_CACHE         downloads, images and results (test/vm/.cache)
@@ -35,6 +37,7 @@ GO=${GO:-go}
 MODULE=$($GO list -m)
 CACHE=${VM_CACHE:-$HERE/.cache}
 VM_TIMEOUT=${VM_TIMEOUT:-600}
+VM_JOBS=${VM_JOBS:-2}
 VM_TEST_TIMEOUT=${VM_TEST_TIMEOUT:-5m}
 VM_MODULES=${VM_MODULES:-veth inet_diag tcp_diag udp_diag raw_diag unix_diag}
 VM_TOOLS=${VM_TOOLS:-sh dash bash sleep cat true false echo env id ls mkdir rm \
@@ -362,14 +365,17 @@ boot() {
 		-device isa-debug-exit,iobase=0xf4,iosize=0x04 \
 		</dev/null 2>&1 | tr -d '\r' | tee "$out/console.log"
 	BOOT_RC=${PIPESTATUS[0]}
+	# The console may end mid-line.
+	echo
 	set -e
 }
 
 # verdict NAME RC: prints PASS or why the entry failed.
 verdict() {
 	local out=$RESULTS/$1 rc=$2 rec
-	rec=$(tr -d '\r' <"$out/records.txt" | sed -n 's/^result //p' | tail -n1)
-	[[ -n $rec ]] || rec=$(sed -n 's/^VMTEST-RESULT: \([A-Z]*\).*/\1/p' "$out/console.log" | tail -n1)
+	rec=$(tr -d '\r' <"$out/records.txt" | sed -n 's/^result //p' | tail -n1) || true
+	[[ -n $rec ]] ||
+		rec=$(sed -n 's/^VMTEST-RESULT: \([A-Z]*\).*/\1/p' "$out/console.log" | tail -n1) || true
 	case $rc in
 	1) [[ $rec == PASS ]] && echo PASS || echo "FAIL (exit status says pass, status line says '${rec:-nothing}')" ;;
 	3) echo "FAIL (tests failed)" ;;
@@ -379,7 +385,7 @@ verdict() {
 	esac
 }
 
-count() { grep -cE "^ *--- $1:" "$2" || true; }
+count() { grep -cE "^ *--- $1:" "$2" 2>/dev/null || true; }
 
 # host_records: the kernel of the machine running the matrix, for the last
 # column of the table.
@@ -412,29 +418,53 @@ feature_table() {
 	fi
 }
 
+# run_entry NAME KERNEL INITRD: boots one entry and leaves its qemu exit
+# status and duration in results/NAME. With VM_JOBS > 1 the console goes
+# only to the log, which is printed whole when the guest is done.
+run_entry() {
+	local name=$1 out=$RESULTS/$1 t0=$SECONDS
+	mkdir -p "$out"
+	log "booting $name: ${PKG[$name]} ${VER[$name]} ${APPEND[$name]}"
+	if ((VM_JOBS > 1)); then
+		boot "$@" >/dev/null
+		flock "$WORK/print.lock" cat "$out/console.log"
+	else
+		boot "$@"
+	fi
+	rm -f "$3"
+	echo "$BOOT_RC" >"$out/qemu-status"
+	echo $((SECONDS - t0)) >"$out/seconds"
+	log "$name: done in $((SECONDS - t0))s"
+}
+
 main() {
-	local start=$SECONDS name kernel rc v t0 n failed=0
-	local -A took=() result=()
+	local start=$SECONDS name kernel v n failed=0 npass=0 nfail=0 nskip=0
+	local -A result=() kernels=() initrds=()
 	declare -ga TESTED=() NOT_BUILT=()
 	read_kernels
 	host_tools
 	mkdir -p "$WORK" "$RESULTS"
 
 	build_base
-	log "built the guest userland and test binaries in $((SECONDS - start))s"
-	local npass=0 nfail=0 nskip=0
 	for name in "${NAMES[@]}"; do
 		fetch_kernel "${PKG[$name]}" "${VER[$name]}"
-		kernel=$(find "$KDIR/boot" -name 'vmlinuz-*' | head -n1)
+		kernels[$name]=$(find "$KDIR/boot" -name 'vmlinuz-*' | head -n1)
 		build_initrd "$name" "$KDIR"
-		log "booting $name: ${PKG[$name]} ${VER[$name]} ${APPEND[$name]}"
+		initrds[$name]=$INITRD
 		rm -rf "${RESULTS:?}/$name"
-		t0=$SECONDS
-		boot "$name" "$kernel" "$INITRD"
-		rc=$BOOT_RC
-		rm -f "$INITRD"
-		took[$name]=$((SECONDS - t0))
-		v=$(verdict "$name" "$rc")
+	done
+	log "built the guest userland, test binaries and initrds in $((SECONDS - start))s"
+
+	for name in "${NAMES[@]}"; do
+		while (($(jobs -rp | wc -l) >= VM_JOBS)); do
+			wait -n || true
+		done
+		run_entry "$name" "${kernels[$name]}" "${initrds[$name]}" &
+	done
+	wait
+
+	for name in "${NAMES[@]}"; do
+		v=$(verdict "$name" "$(cat "$RESULTS/$name/qemu-status" 2>/dev/null || echo none)")
 		result[$name]=$v
 		[[ $v == PASS ]] || failed=$((failed + 1))
 		npass=$((npass + $(count PASS "$RESULTS/$name/console.log")))
@@ -443,7 +473,6 @@ main() {
 		[[ $v == PASS || $n -gt 0 ]] || n=1
 		nfail=$((nfail + n))
 		nskip=$((nskip + $(count SKIP "$RESULTS/$name/console.log")))
-		log "$name: $v in ${took[$name]}s"
 	done
 
 	host_records
@@ -452,12 +481,13 @@ main() {
 	echo
 	printf 'test-vm: %-14s %-44s %-6s %s\n' ENTRY PACKAGE SECS RESULT
 	for name in "${NAMES[@]}"; do
-		printf 'test-vm: %-14s %-44s %-6s %s\n' "$name" "${PKG[$name]}" "${took[$name]}" "${result[$name]}"
+		printf 'test-vm: %-14s %-44s %-6s %s\n' "$name" "${PKG[$name]}" \
+			"$(cat "$RESULTS/$name/seconds" 2>/dev/null)" "${result[$name]}"
 	done
 	for name in "${NAMES[@]}"; do
 		grep -E '^--- FAIL:' "$RESULTS/$name/console.log" | sed "s/^/test-vm: $name: /" || true
 	done
-	log "total $((SECONDS - start))s for ${#NAMES[@]} kernels; packages: ${TESTED[*]}"
+	log "total $((SECONDS - start))s for ${#NAMES[@]} kernels, $VM_JOBS at a time; packages: ${TESTED[*]}"
 	if [[ -z ${VM_PACKAGES:-} && -n $VM_SKIP_PACKAGES ]]; then
 		log "left out by VM_SKIP_PACKAGES: $VM_SKIP_PACKAGES"
 	fi

@@ -10,6 +10,8 @@ import (
 	"fmt"
 	"strings"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // statusPrefix starts the line that states the outcome of the run on the
@@ -39,6 +41,8 @@ func main() {
 	fmt.Printf("\n%s\n", line)
 	rec.add("result %s", status)
 	rec.close()
+	// Let the console send the status line before the VM goes away.
+	_ = unix.IoctlSetInt(1, unix.TCSBRK, 1)
 
 	code := uint32(0)
 	if len(failures) > 0 {

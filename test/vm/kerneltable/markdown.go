@@ -9,10 +9,10 @@ import (
 const preamble = `# Kernels
 
 What idend finds and enforces on each kernel that ` + "`make test-vm`" + ` boots
-(test/vm/kernels.txt) and on the kernel of the machine that ran it. Every
-cell comes from ` + "`idend doctor --json`" + ` run inside that kernel; the guest
-rows come from the same boot. Regenerate with
-` + "`VM_UPDATE_DOCS=1 make test-vm`" + `; do not edit by hand.
+(test/vm/kernels.txt) and on the kernel of the machine that ran it. The
+features and what is enforced come from ` + "`idend doctor --json`" + ` run on that
+kernel; the test results from the privileged tests run in the same boot.
+Regenerate with ` + "`VM_UPDATE_DOCS=1 make test-vm`" + `; do not edit by hand.
 
 Kernel-version caveats and their workarounds are in KNOWN_ISSUES.md.
 `
