@@ -134,6 +134,7 @@ func runRun(ctx context.Context, g *globals, o *runOptions, argv []string) error
 	defer signal.Stop(sigc)
 
 	id := o.session
+	var status int
 	if id == "" {
 		c, err := dial(g.socket)
 		if err != nil {
@@ -148,13 +149,16 @@ func runRun(ctx context.Context, g *globals, o *runOptions, argv []string) error
 		id = s.GetId()
 		fmt.Fprintf(os.Stderr, "idend: session %s\n", id)
 		defer func() {
-			if err := closeSession(context.Background(), c, id); err != nil {
+			reason := fmt.Sprintf("idend run: command ended with status %d", status)
+			err := closeSession(context.Background(), c, id, reason)
+			// The command may have closed its own session.
+			if err != nil && !strings.Contains(err.Error(), "no such session") {
 				fmt.Fprintf(os.Stderr, "idend: close session %s: %v\n", id, err)
 			}
 		}()
 	}
 
-	status, err := runChild(g.socket, id, o, argv, sigc)
+	status, err = runChild(g.socket, id, o, argv, sigc)
 	if err != nil {
 		return err
 	}

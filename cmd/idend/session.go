@@ -508,13 +508,14 @@ func runSessionClose(ctx context.Context, g *globals, id string) error {
 		return err
 	}
 	defer c.Close()
-	return closeSession(ctx, c, id)
+	return closeSession(ctx, c, id, "")
 }
 
-func closeSession(ctx context.Context, c *client, id string) error {
+// closeSession closes a session, recording reason with the close.
+func closeSession(ctx context.Context, c *client, id, reason string) error {
 	ctx, cancel := c.call(ctx)
 	defer cancel()
-	_, err := c.api.CloseSession(ctx, &apipb.CloseSessionRequest{Id: id})
+	_, err := c.api.CloseSession(ctx, &apipb.CloseSessionRequest{Id: id, Reason: reason})
 	return c.err(err)
 }
 

@@ -218,7 +218,11 @@ func (sv *server) CloseSession(ctx context.Context, req *apipb.CloseSessionReque
 	if err := within(own, s); err != nil {
 		return nil, err
 	}
-	if err := sv.d.m.close(s.ID, "closed by "+userName(c.uid)); err != nil {
+	reason := "closed by " + userName(c.uid)
+	if req.Reason != "" {
+		reason = req.Reason + " (" + reason + ")"
+	}
+	if err := sv.d.m.close(s.ID, reason); err != nil {
 		return nil, apiError(err)
 	}
 	return &apipb.CloseSessionResponse{}, nil
@@ -254,7 +258,10 @@ func (sv *server) EnterSession(ctx context.Context, req *apipb.EnterSessionReque
 	if err := cgroup.Enter(s.Cgroup, c.pid); err != nil {
 		return nil, status.Error(codes.Internal, err.Error())
 	}
-	return &apipb.EnterSessionResponse{Cgroup: s.Cgroup}, nil
+	sv.d.m.mu.RLock()
+	raw := s.compiled != nil && s.compiled.RawSockets
+	sv.d.m.mu.RUnlock()
+	return &apipb.EnterSessionResponse{Cgroup: s.Cgroup, RawSockets: raw}, nil
 }
 
 func (sv *server) Events(req *apipb.EventsRequest, stream apipb.Idend_EventsServer) error {
@@ -369,6 +376,8 @@ func apiError(err error) error {
 		code = codes.PermissionDenied
 	case errors.Is(err, attest.ErrNotReady):
 		code = codes.Unavailable
+	case errors.Is(err, ErrApproved):
+		code = codes.FailedPrecondition
 	case isIdentityError(err):
 		code = codes.Unauthenticated
 	}

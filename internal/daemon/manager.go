@@ -48,6 +48,9 @@ type manager struct {
 	closed *lru.Cache[string, *Session]
 }
 
+// ErrApproved is returned for approving an escalation twice.
+var ErrApproved = errors.New("already approved")
+
 // openRequest is a validated OpenSession call.
 type openRequest struct {
 	file      string
@@ -334,7 +337,8 @@ func (m *manager) approve(id, escID, by string) (*Session, error) {
 	}
 	e := s.Escalations[i]
 	if e.State == "approved" {
-		return s, nil
+		return nil, fmt.Errorf("escalation %s of session %s: already approved by %s: %w",
+			escID, id, e.ApprovedBy, ErrApproved)
 	}
 	wider, err := intent.Widen(s.compiled, e.Action)
 	if err != nil {

@@ -682,8 +682,10 @@ func (x *GetSessionRequest) GetId() string {
 }
 
 type CloseSessionRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Id    string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	// reason is recorded with the close; empty: "closed by <caller>".
+	Reason        string `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -721,6 +723,13 @@ func (*CloseSessionRequest) Descriptor() ([]byte, []int) {
 func (x *CloseSessionRequest) GetId() string {
 	if x != nil {
 		return x.Id
+	}
+	return ""
+}
+
+func (x *CloseSessionRequest) GetReason() string {
+	if x != nil {
+		return x.Reason
 	}
 	return ""
 }
@@ -858,8 +867,11 @@ func (x *EnterSessionRequest) GetSession() string {
 }
 
 type EnterSessionResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Cgroup        string                 `protobuf:"bytes,1,opt,name=cgroup,proto3" json:"cgroup,omitempty"`
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Cgroup string                 `protobuf:"bytes,1,opt,name=cgroup,proto3" json:"cgroup,omitempty"`
+	// raw_sockets says whether the session's intent allows raw, packet and
+	// vsock sockets; idend run's seccomp filter follows it.
+	RawSockets    bool `protobuf:"varint,2,opt,name=raw_sockets,json=rawSockets,proto3" json:"raw_sockets,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -899,6 +911,13 @@ func (x *EnterSessionResponse) GetCgroup() string {
 		return x.Cgroup
 	}
 	return ""
+}
+
+func (x *EnterSessionResponse) GetRawSockets() bool {
+	if x != nil {
+		return x.RawSockets
+	}
+	return false
 }
 
 type EventsRequest struct {
@@ -1199,9 +1218,10 @@ const file_api_proto_rawDesc = "" +
 	"\x14ListSessionsResponse\x121\n" +
 	"\bsessions\x18\x01 \x03(\v2\x15.idend.api.v1.SessionR\bsessions\"#\n" +
 	"\x11GetSessionRequest\x12\x0e\n" +
-	"\x02id\x18\x01 \x01(\tR\x02id\"%\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\"=\n" +
 	"\x13CloseSessionRequest\x12\x0e\n" +
-	"\x02id\x18\x01 \x01(\tR\x02id\"\x16\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x16\n" +
+	"\x06reason\x18\x02 \x01(\tR\x06reason\"\x16\n" +
 	"\x14CloseSessionResponse\"J\n" +
 	"\x0eApproveRequest\x12\x18\n" +
 	"\asession\x18\x01 \x01(\tR\asession\x12\x1e\n" +
@@ -1209,9 +1229,11 @@ const file_api_proto_rawDesc = "" +
 	"escalation\x18\x02 \x01(\tR\n" +
 	"escalation\"/\n" +
 	"\x13EnterSessionRequest\x12\x18\n" +
-	"\asession\x18\x01 \x01(\tR\asession\".\n" +
+	"\asession\x18\x01 \x01(\tR\asession\"O\n" +
 	"\x14EnterSessionResponse\x12\x16\n" +
-	"\x06cgroup\x18\x01 \x01(\tR\x06cgroup\")\n" +
+	"\x06cgroup\x18\x01 \x01(\tR\x06cgroup\x12\x1f\n" +
+	"\vraw_sockets\x18\x02 \x01(\bR\n" +
+	"rawSockets\")\n" +
 	"\rEventsRequest\x12\x18\n" +
 	"\asession\x18\x01 \x01(\tR\asession\"\x0f\n" +
 	"\rStatusRequest\"w\n" +
