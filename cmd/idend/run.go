@@ -373,7 +373,8 @@ func runExec(ctx context.Context, g *globals, o *runOptions, argv []string) erro
 	if err != nil {
 		return err
 	}
-	if err := enterSession(ctx, g.socket, o.session); err != nil {
+	raw, err := enterSession(ctx, g.socket, o.session)
+	if err != nil {
 		return err
 	}
 
@@ -391,6 +392,9 @@ func runExec(ctx context.Context, g *globals, o *runOptions, argv []string) erro
 		return &exitError{Status: 128 + int(unix.SIGKILL),
 			Msg: "idend run ended before the command started"}
 	}
+	if err := installSeccomp(raw); err != nil {
+		return err
+	}
 	return execCommand(argv, cred.env(os.Environ()))
 }
 
@@ -406,21 +410,21 @@ func nameThreads(name string) {
 }
 
 // enterSession asks the daemon to move this process into the session's
-// cgroup.
-func enterSession(ctx context.Context, socket, id string) error {
+// cgroup, and reports whether the session allows raw sockets.
+func enterSession(ctx context.Context, socket, id string) (bool, error) {
 	c, err := dial(socket)
 	if err != nil {
-		return err
+		return false, err
 	}
 	defer c.Close()
 
 	cctx, cancel := c.call(ctx)
 	defer cancel()
-	_, err = c.api.EnterSession(cctx, &apipb.EnterSessionRequest{Session: id})
+	resp, err := c.api.EnterSession(cctx, &apipb.EnterSessionRequest{Session: id})
 	if err != nil {
-		return fmt.Errorf("enter session %s: %w", id, c.err(err))
+		return false, fmt.Errorf("enter session %s: %w", id, c.err(err))
 	}
-	return nil
+	return resp.GetRawSockets(), nil
 }
 
 // execCommand replaces idend with argv, found in $PATH.
