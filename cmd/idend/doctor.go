@@ -111,8 +111,12 @@ func enforcement(f loader.Features) (enforced, not []string) {
 
 	enforced = []string{
 		"outbound connections and datagrams (TCP, UDP; IPv4, IPv6) at connect and sendmsg",
-		"raw and packet sockets, at creation, unless the intent allows raw_sockets",
+		"raw sockets and inet sockets other than TCP and UDP, at creation, " +
+			"unless the intent allows raw_sockets",
 	}
+	// The cgroup hook sees inet sockets only.
+	not = append(not, "packet and vsock sockets: refused only for commands idend run starts "+
+		"(its seccomp filter), unless the intent allows raw_sockets")
 	if f.UnixHooks {
 		enforced = append(enforced, "unix socket paths, at connect and sendmsg")
 	} else {

@@ -59,7 +59,7 @@ func Probe() Features {
 	add("btf", true, "kernel type information for the programs (CO-RE)", err)
 	add("cgroup_sock_addr", true, "connect and sendmsg enforcement (TCP, UDP, IPv4, IPv6)",
 		features.HaveProgramType(ebpf.CGroupSockAddr))
-	add("cgroup_sock", true, "raw and packet socket enforcement",
+	add("cgroup_sock", true, "raw socket enforcement (inet sockets)",
 		features.HaveProgramType(ebpf.CGroupSock))
 	add("raw_tracepoint", true, "exec, fork and exit tracking",
 		features.HaveProgramType(ebpf.RawTracepoint))
