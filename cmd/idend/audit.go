@@ -34,6 +34,7 @@ without a running daemon.`,
 
 func newAuditVerifyCmd() *cobra.Command {
 	var stateDir string
+	var requireSeal bool
 	cmd := &cobra.Command{
 		Use:   "verify [DIR]",
 		Short: "Check the recording's hash chain",
@@ -65,15 +66,18 @@ wrong (edited, deleted, reordered or truncated).`,
 			if len(args) == 1 {
 				dir = args[0]
 			}
-			return runAuditVerify(cmd.OutOrStdout(), dir)
+			return runAuditVerify(cmd.OutOrStdout(), dir, requireSeal)
 		},
 	}
 	cmd.Flags().StringVar(&stateDir, "state-dir", defaultStateDir,
 		"daemon state `DIR` whose recordings to verify")
+	cmd.Flags().BoolVar(&requireSeal, "sealed", false,
+		"fail unless the recording is sealed: records cut from the end of an unsealed\n"+
+			"recording cannot be told from a daemon that is running or crashed")
 	return cmd
 }
 
-func runAuditVerify(w io.Writer, dir string) error {
+func runAuditVerify(w io.Writer, dir string, requireSeal bool) error {
 	rep, err := events.Verify(dir)
 
 	var broken *events.ChainError
@@ -92,6 +96,10 @@ func runAuditVerify(w io.Writer, dir string) error {
 
 	fmt.Fprintf(w, "%s: ok\n", dir)
 	printVerifyReport(w, rep, "  ", true)
+	if requireSeal && !rep.Sealed {
+		return &exitError{Status: exitFailure, Msg: "recording not sealed: records may be missing " +
+			"from its end (a daemon still running or crashed, or the end cut off)"}
+	}
 	return nil
 }
 
@@ -109,7 +117,8 @@ func printVerifyReport(w io.Writer, rep events.Report, indent string, whole bool
 	fmt.Fprintf(w, "%slost      %d (dropped before recording, counted in gap records)\n",
 		indent, rep.Lost)
 	if whole {
-		sealed := "no (the daemon seals it when it stops)"
+		sealed := "no (the daemon seals it when it stops; until then records cut " +
+			"from the end cannot be told apart: see --sealed)"
 		if rep.Sealed {
 			sealed = "yes"
 		}

@@ -119,3 +119,23 @@ func writeFile(t *testing.T, path string, data []byte) {
 		t.Fatal(err)
 	}
 }
+
+// --sealed refuses a recording without its seal: records cut from its end
+// look like a daemon that never stopped.
+func TestAuditVerifySealed(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "recordings")
+	writeRecording(t, dir, 5)
+	if r := idend(t, nil, "audit", "verify", "--sealed", dir); r.status != exitOK {
+		t.Fatalf("sealed recording with --sealed: %s", r)
+	}
+	if err := os.Remove(filepath.Join(dir, "seal")); err != nil {
+		t.Fatal(err)
+	}
+	if r := idend(t, nil, "audit", "verify", dir); r.status != exitOK || !strings.Contains(r.stdout, "sealed    no") {
+		t.Fatalf("unsealed recording: %s", r)
+	}
+	r := idend(t, nil, "audit", "verify", "--sealed", dir)
+	if r.status != exitFailure || !strings.Contains(r.stderr, "not sealed") {
+		t.Fatalf("unsealed recording with --sealed: %s", r)
+	}
+}
