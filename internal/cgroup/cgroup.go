@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -178,4 +179,56 @@ func removeTree(dir string) error {
 		}
 	}
 	return unix.Rmdir(dir)
+}
+
+// ErrNoController is returned when a controller is not available in a
+// cgroup (it is bound to a cgroup v1 hierarchy, or not built).
+var ErrNoController = errors.New("controller not available")
+
+// EnableController makes controller available to the children of dir.
+func EnableController(dir, controller string) error {
+	data, err := os.ReadFile(filepath.Join(dir, "cgroup.controllers"))
+	if err != nil {
+		return fmt.Errorf("read controllers: %w", err)
+	}
+	if !slices.Contains(strings.Fields(string(data)), controller) {
+		return fmt.Errorf("%s in %s: %w", controller, dir, ErrNoController)
+	}
+	err = os.WriteFile(filepath.Join(dir, "cgroup.subtree_control"), []byte("+"+controller), 0)
+	if err != nil {
+		return fmt.Errorf("enable %s in %s: %w", controller, dir, err)
+	}
+	return nil
+}
+
+// SetPidsMax bounds the number of tasks in dir and below it.
+func SetPidsMax(dir string, n int) error {
+	err := os.WriteFile(filepath.Join(dir, "pids.max"), []byte(strconv.Itoa(n)), 0)
+	if err != nil {
+		return fmt.Errorf("set pids.max: %w", err)
+	}
+	return nil
+}
+
+// EnableControllerBelow makes controller available to the children of dir
+// by enabling it in every cgroup from the mount down to dir.
+func EnableControllerBelow(mount, dir, controller string) error {
+	rel, err := filepath.Rel(mount, dir)
+	if err != nil || strings.HasPrefix(rel, "..") {
+		return fmt.Errorf("%s is not below %s", dir, mount)
+	}
+	cur := mount
+	if err := EnableController(cur, controller); err != nil {
+		return err
+	}
+	for _, part := range strings.Split(rel, string(filepath.Separator)) {
+		if part == "." {
+			continue
+		}
+		cur = filepath.Join(cur, part)
+		if err := EnableController(cur, controller); err != nil {
+			return err
+		}
+	}
+	return nil
 }

@@ -70,6 +70,10 @@ type Limits struct {
 	EventsRingBytes int `yaml:"events_ring_bytes"`
 	// MaxTTL caps every session's lifetime.
 	MaxTTL time.Duration `yaml:"max_ttl"`
+	// MaxProcesses bounds the tasks of each top-level session and its
+	// sub-sessions together (pids.max), where the cgroup v2 pids
+	// controller is available. Zero: no bound.
+	MaxProcesses int `yaml:"max_processes"`
 }
 
 // Recording configures the recorder.
@@ -88,10 +92,11 @@ func DefaultConfig() Config {
 		BPFFSDir:   DefaultBPFFSDir,
 		CgroupRoot: DefaultCgroupRoot,
 		Limits: Limits{
-			MaxSessions: 1024,
-			MaxPrefixes: 65536,
-			MaxPaths:    1024,
-			MaxTTL:      24 * time.Hour,
+			MaxSessions:  1024,
+			MaxPrefixes:  65536,
+			MaxPaths:     1024,
+			MaxTTL:       24 * time.Hour,
+			MaxProcesses: 4096,
 		},
 		Recording: Recording{Fsync: "control"},
 		Refresh:   Refresh{Hosts: time.Minute, Executables: 2 * time.Second},
@@ -136,6 +141,8 @@ func (c Config) validate() error {
 		return fmt.Errorf("limits.max_prefixes %d: want 1 to %d", c.Limits.MaxPrefixes, 1<<20)
 	case c.Refresh.Hosts <= 0 || c.Refresh.Executables <= 0:
 		return fmt.Errorf("refresh intervals %v and %v: want positive durations", c.Refresh.Hosts, c.Refresh.Executables)
+	case c.Limits.MaxProcesses < 0:
+		return fmt.Errorf("limits.max_processes %d: want 0 (no bound) or more", c.Limits.MaxProcesses)
 	case c.Limits.MaxSessions <= 0:
 		return fmt.Errorf("limits.max_sessions %d: want at least 1", c.Limits.MaxSessions)
 	}

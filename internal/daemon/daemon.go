@@ -61,6 +61,15 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	if err := os.MkdirAll(root, 0o755); err != nil {
 		return fmt.Errorf("create cgroup root: %w", err)
 	}
+	// Top-level sessions get pids.max where the pids controller is in
+	// cgroup v2 (not when a cgroup v1 hierarchy holds it).
+	pids := cfg.Limits.MaxProcesses > 0
+	if pids {
+		if err := cgroup.EnableControllerBelow(mount, root, "pids"); err != nil {
+			log.Warn("sessions' process counts not bounded", "err", err)
+			pids = false
+		}
+	}
 	if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
 		return fmt.Errorf("create state directory: %w", err)
 	}
@@ -89,6 +98,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	}
 	defer cleanup()
 	d.m = m
+	m.pidsMax = pids
 	d.p = newPipeline(m)
 	if err := m.restore(); err != nil {
 		return err

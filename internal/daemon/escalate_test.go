@@ -3,6 +3,8 @@ package daemon
 import (
 	"context"
 	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -80,5 +82,33 @@ network:
 	if escalations != 2 || approvals != 1 || escalated != 3 {
 		t.Errorf("recorded %d escalations, %d approvals, %d escalated connects; want 2, 1, 3",
 			escalations, approvals, escalated)
+	}
+}
+
+// A session's processes are bounded where the cgroup v2 pids controller
+// is available: a fork bomb stops at the limit.
+func TestProcessLimit(t *testing.T) {
+	d := startConfigured(t, func(c *Config) { c.Limits.MaxProcesses = 20 })
+	s := d.open("name: bomb\npurpose: test\n", "")
+	if _, err := os.Stat(filepath.Join(s.Cgroup, "pids.max")); err != nil {
+		t.Skip("the cgroup v2 pids controller is not available here (on this host it is bound to cgroup v1)")
+	}
+	prog := `import os, time
+n = 0
+for i in range(60):
+    try:
+        if os.fork() == 0:
+            time.sleep(5)
+            os._exit(0)
+        n += 1
+    except OSError:
+        pass
+print(n)
+`
+	out, _ := runIn(t, s.Cgroup, nil, "/usr/bin/python3", "-c", prog)
+	var forked int
+	fmt.Sscan(strings.TrimSpace(out), &forked)
+	if forked < 1 || forked >= 20 {
+		t.Errorf("forked %d children under a limit of 20 tasks (output %q)", forked, out)
 	}
 }

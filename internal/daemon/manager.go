@@ -38,6 +38,7 @@ type manager struct {
 	verifier   *attest.Verifier
 	nodeKey    []byte
 	limits     intent.Limits
+	pidsMax    bool // set pids.max on top-level sessions
 	lookupHost func(ctx context.Context, host string) ([]netip.Addr, error)
 
 	mu       sync.RWMutex
@@ -181,13 +182,7 @@ func (m *manager) open(ctx context.Context, req openRequest) (*Session, error) {
 	if err := cgroup.Create(s.Cgroup); err != nil {
 		return nil, err
 	}
-	if s.CgroupID, err = cgroup.ID(s.Cgroup); err == nil {
-		err = m.loader.Apply(s.CgroupID, s.Num, s.compiled)
-	}
-	if err == nil {
-		_, err = m.rec.Append(openRecord(s))
-	}
-	if err != nil {
+	if err := m.install(s); err != nil {
 		m.loader.Remove(s.CgroupID)
 		cgroup.Kill(s.Cgroup, time.Second)
 		return nil, err
@@ -200,6 +195,26 @@ func (m *manager) open(ctx context.Context, req openRequest) (*Session, error) {
 	m.log.Info("session opened", "session", s.ID, "parent", s.Parent, "intent", s.intent.Name,
 		"principal", s.Principal, "strength", s.Identity.Strength, "expires", s.Expires.Format(time.RFC3339))
 	return s, nil
+}
+
+// install puts a new session's cgroup under its limits and its policy in
+// the kernel, and records the open.
+func (m *manager) install(s *Session) error {
+	if m.pidsMax && s.Parent == "" {
+		if err := cgroup.SetPidsMax(s.Cgroup, m.cfg.Limits.MaxProcesses); err != nil {
+			return err
+		}
+	}
+	id, err := cgroup.ID(s.Cgroup)
+	if err != nil {
+		return err
+	}
+	s.CgroupID = id
+	if err := m.loader.Apply(s.CgroupID, s.Num, s.compiled); err != nil {
+		return err
+	}
+	_, err = m.rec.Append(openRecord(s))
+	return err
 }
 
 // attestCaller gives the calling process's attested identity, or an error
