@@ -20,10 +20,10 @@
 #   VM_TOOLS         host programs copied into the guests, with libraries
 #   VM_TEST_ARGS     extra arguments for every test binary, e.g.
 #                    "-test.run=TestConnect"
-#   VM_TIMEOUT       seconds one kernel may take, boot to poweroff (600)
+#   VM_TIMEOUT       seconds one kernel may take, boot to poweroff (1800)
 #   VM_JOBS          guests booted at a time (2); above 1, each console is
 #                    printed whole when its guest is done
-#   VM_TEST_TIMEOUT  -test.timeout of each test binary in the guest (5m)
+#   VM_TEST_TIMEOUT  -test.timeout of each test binary in the guest (15m)
 #   VM_UPDATE_DOCS   1: rewrite docs/KERNELS.md from the doctor outputs
 #   VM_CACHE         downloads, images and results (test/vm/.cache)
 set -euo pipefail
@@ -36,9 +36,9 @@ cd "$REPO"
 GO=${GO:-go}
 MODULE=$($GO list -m)
 CACHE=${VM_CACHE:-$HERE/.cache}
-VM_TIMEOUT=${VM_TIMEOUT:-600}
+VM_TIMEOUT=${VM_TIMEOUT:-1800}
 VM_JOBS=${VM_JOBS:-2}
-VM_TEST_TIMEOUT=${VM_TEST_TIMEOUT:-5m}
+VM_TEST_TIMEOUT=${VM_TEST_TIMEOUT:-15m}
 VM_MODULES=${VM_MODULES:-veth inet_diag tcp_diag udp_diag raw_diag unix_diag}
 VM_TOOLS=${VM_TOOLS:-sh dash bash sleep cat true false echo env id ls mkdir rm \
 	ps kill python3 curl nc ip ss grep sed head tail wc sort uname stat readlink \
