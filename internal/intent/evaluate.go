@@ -17,7 +17,8 @@ const (
 	Connect ActionKind = iota + 1
 	// Sendmsg is sendto()/sendmsg() with an address (cgroup/sendmsg4,6).
 	Sendmsg
-	// Socket is socket() of an inet socket (cgroup/sock_create).
+	// Socket is socket() of an inet socket (cgroup/sock_create) or, with
+	// BPF-LSM, of another family (lsm/socket_create).
 	Socket
 	// UnixConnect is connect() to a unix socket (cgroup/connect_unix).
 	UnixConnect
@@ -119,12 +120,17 @@ type Decision struct {
 //     addresses) or V6 containing Addr decides; the action is in the intent
 //     when one of its port rules covers Port for Proto. No address is
 //     implicitly allowed, loopback and unspecified included.
-//   - Socket: raw sockets of any family, packet sockets, and inet sockets
-//     other than SOCK_STREAM or SOCK_DGRAM of protocol 0, TCP, UDP or MPTCP
-//     (ICMP echo, SCTP, ...) need RawSockets; any other socket is in the
-//     intent. The kernel runs this check only for AF_INET and AF_INET6
-//     sockets (cgroup/sock_create is not called for other families, as
-//     measured on Linux 6.18), so other families never reach it there.
+//   - Socket: inet sockets (AF_INET, AF_INET6) of type SOCK_RAW, of a type
+//     other than SOCK_STREAM and SOCK_DGRAM, or of a protocol other than 0,
+//     TCP, UDP and MPTCP (ICMP echo, SCTP, ...) need RawSockets, as do
+//     sockets of every family but inet, unix and netlink (packet, vsock,
+//     CAN, ...); unix and netlink sockets of any type are ordinary, and so
+//     in the intent. Every kernel judges inet sockets (cgroup/sock_create);
+//     only kernels with BPF-LSM active judge the other families
+//     (lsm/socket_create), elsewhere they are let through unseen. Evaluate
+//     cannot know which kernel a session ran on and judges as a BPF-LSM
+//     kernel does: a recording from a kernel without it holds no record of
+//     those sockets to disagree with.
 //   - UnixConnect, UnixSendmsg: Path is one of Unix, exactly.
 //   - Exec: ExecAny, or File is one of ExecFiles and not FileDeleted.
 //
@@ -208,13 +214,18 @@ func judgeSocket(c *Compiled, a Action) (bool, string) {
 	return false, sock + ": needs raw_sockets"
 }
 
-// needsRaw mirrors needs_raw() of bpf/net.bpf.c.
+// needsRaw mirrors needs_raw() of bpf/net.bpf.c for inet sockets and
+// family_needs_raw() of bpf/lsm.bpf.c for the other families.
 func needsRaw(family, typ, proto int) bool {
-	if typ == unix.SOCK_RAW || family == unix.AF_PACKET {
+	switch family {
+	case unix.AF_INET, unix.AF_INET6:
+	case unix.AF_UNIX, unix.AF_NETLINK:
+		return false
+	default:
 		return true
 	}
-	if family != unix.AF_INET && family != unix.AF_INET6 {
-		return false
+	if typ == unix.SOCK_RAW {
+		return true
 	}
 	switch proto {
 	case unix.IPPROTO_IP, unix.IPPROTO_TCP, unix.IPPROTO_UDP, unix.IPPROTO_MPTCP:
@@ -235,6 +246,8 @@ func familyName(f int) string {
 		return "AF_PACKET"
 	case unix.AF_NETLINK:
 		return "AF_NETLINK"
+	case unix.AF_VSOCK:
+		return "AF_VSOCK"
 	}
 	return fmt.Sprint(f)
 }

@@ -73,10 +73,19 @@ func TestEvaluateSocket(t *testing.T) {
 		{unix.AF_INET, unix.SOCK_SEQPACKET, 0, false},
 		{unix.AF_PACKET, unix.SOCK_DGRAM, 0, false},
 		{unix.AF_PACKET, unix.SOCK_RAW, 0, false},
-		{unix.AF_NETLINK, unix.SOCK_RAW, 0, false},
+		{unix.AF_VSOCK, unix.SOCK_STREAM, 0, false},
+		{unix.AF_VSOCK, unix.SOCK_DGRAM, 0, false},
+		{unix.AF_CAN, unix.SOCK_RAW, unix.CAN_RAW, false},
+		{unix.AF_CAN, unix.SOCK_DGRAM, unix.CAN_BCM, false},
+		{unix.AF_BLUETOOTH, unix.SOCK_SEQPACKET, 0, false},
+		{unix.AF_XDP, unix.SOCK_RAW, 0, false},
+		{unix.AF_ALG, unix.SOCK_SEQPACKET, 0, false},
+		// netlink and unix: SOCK_RAW is SOCK_DGRAM by another name.
+		{unix.AF_NETLINK, unix.SOCK_RAW, 0, true},
 		{unix.AF_NETLINK, unix.SOCK_DGRAM, 0, true},
 		{unix.AF_UNIX, unix.SOCK_STREAM, 0, true},
 		{unix.AF_UNIX, unix.SOCK_SEQPACKET, 0, true},
+		{unix.AF_UNIX, unix.SOCK_RAW, 0, true},
 	}
 	for _, tt := range tests {
 		a := Action{Kind: Socket, Family: tt.family, SockType: tt.typ, SockProto: tt.proto}
@@ -89,6 +98,10 @@ func TestEvaluateSocket(t *testing.T) {
 	}
 	a := Action{Kind: Socket, Family: unix.AF_INET, SockType: unix.SOCK_RAW, SockProto: unix.IPPROTO_ICMP}
 	if d := Evaluate(strict, a); d.Reason != "socket(AF_INET, SOCK_RAW, 1): needs raw_sockets" {
+		t.Errorf("reason %q", d.Reason)
+	}
+	a = Action{Kind: Socket, Family: unix.AF_VSOCK, SockType: unix.SOCK_STREAM}
+	if d := Evaluate(strict, a); d.Reason != "socket(AF_VSOCK, SOCK_STREAM, 0): needs raw_sockets" {
 		t.Errorf("reason %q", d.Reason)
 	}
 }

@@ -1,6 +1,7 @@
 package loader
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"os"
@@ -149,16 +150,25 @@ func (l *Loader) attach() error {
 	return l.attachExec()
 }
 
-// attachExec attaches the BPF-LSM exec hook, when loaded, then the process
-// tracepoints. The LSM hook goes first: from then on a forbidden exec fails
-// with EPERM and no longer reaches the exec tracepoint.
+// attachExec attaches the BPF-LSM hooks, when loaded, then the process
+// tracepoints. The LSM exec hook goes first: from then on a forbidden exec
+// fails with EPERM and no longer reaches the exec tracepoint.
 func (l *Loader) attachExec() error {
 	if l.lsm != nil {
-		prog := l.lsm.BprmCredsFile
-		err := l.attachReplacing(lsmProgBprmCredsFile, "lsm/bprm_creds_from_file", prog,
-			func() (link.Link, error) { return link.AttachLSM(link.LSMOptions{Program: prog}) })
-		if err != nil {
-			return err
+		lsm := []struct {
+			name, hook string
+			prog       *ebpf.Program
+		}{
+			{lsmProgBprmCredsFile, "lsm/bprm_creds_from_file", l.lsm.BprmCredsFile},
+			{lsmProgSocketCreate, "lsm/socket_create", l.lsm.SocketCreate},
+		}
+		for _, h := range lsm {
+			err := l.attachReplacing(h.name, h.hook, h.prog, func() (link.Link, error) {
+				return link.AttachLSM(link.LSMOptions{Program: h.prog})
+			})
+			if err != nil {
+				return err
+			}
 		}
 	}
 
@@ -183,9 +193,18 @@ func (l *Loader) attachExec() error {
 
 // attachCgroup attaches prog to the cgroup root. A pinned link from an
 // earlier daemon is updated in place, which swaps the program atomically.
+//
+// The pinned link may be attached to another cgroup: the earlier daemon ran
+// with another cgroup root. The daemon restores the sessions it left there,
+// so that link stays attached, set aside under links/cgroup/ID/ and updated
+// to prog too, until its cgroup is gone; a link set aside for this root
+// earlier is taken back.
 func (l *Loader) attachCgroup(name string, prog *ebpf.Program, at ebpf.AttachType) error {
 	pin := filepath.Join(l.pinDir, "links", name)
 
+	if err := l.setAsideCgroupLink(name); err != nil {
+		return err
+	}
 	old, err := link.LoadPinnedLink(pin, nil)
 	if err == nil {
 		if err := old.Update(prog); err != nil {
@@ -193,7 +212,7 @@ func (l *Loader) attachCgroup(name string, prog *ebpf.Program, at ebpf.AttachTyp
 			return fmt.Errorf("update pinned link %s: %w", name, err)
 		}
 		l.links = append(l.links, old)
-		return nil
+		return l.updateSetAside(name, prog)
 	}
 	if !errors.Is(err, os.ErrNotExist) {
 		return fmt.Errorf("load pinned link %s: %w", name, err)
@@ -208,13 +227,105 @@ func (l *Loader) attachCgroup(name string, prog *ebpf.Program, at ebpf.AttachTyp
 		return fmt.Errorf("pin link %s: %w", name, err)
 	}
 	l.links = append(l.links, lk)
+	return l.updateSetAside(name, prog)
+}
+
+// setAsideCgroupLink makes links/name the pinned link on this cgroup root,
+// or absent: a link there on another cgroup moves to links/cgroup/ID/name,
+// one whose cgroup is gone is dropped, and one set aside for this root
+// moves back.
+func (l *Loader) setAsideCgroupLink(name string) error {
+	pin := filepath.Join(l.pinDir, "links", name)
+
+	cg, err := pinnedLinkCgroup(pin)
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+	case err != nil:
+		return err
+	case cg == 0:
+		// Detached: its cgroup was removed.
+		if err := os.Remove(pin); err != nil {
+			return fmt.Errorf("remove detached link %s: %w", name, err)
+		}
+	case cg != l.rootID:
+		aside := setAsidePath(l.pinDir, cg, name)
+		if err := os.MkdirAll(filepath.Dir(aside), 0o700); err != nil {
+			return fmt.Errorf("set aside link %s: %w", name, err)
+		}
+		if err := os.Rename(pin, aside); err != nil {
+			return fmt.Errorf("set aside link %s: %w", name, err)
+		}
+	}
+
+	mine := setAsidePath(l.pinDir, l.rootID, name)
+	if err := os.Rename(mine, pin); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("take back link %s: %w", name, err)
+	}
 	return nil
 }
 
+// updateSetAside updates the links set aside on other cgroups to prog, and
+// drops those whose cgroup is gone.
+func (l *Loader) updateSetAside(name string, prog *ebpf.Program) error {
+	pins, err := filepath.Glob(setAsidePath(l.pinDir, 0, name))
+	if err != nil {
+		return fmt.Errorf("list links set aside: %w", err)
+	}
+	for _, pin := range pins {
+		lk, err := link.LoadPinnedLink(pin, nil)
+		if err != nil {
+			return fmt.Errorf("load link set aside %s: %w", pin, err)
+		}
+		err = lk.Update(prog)
+		if errors.Is(err, unix.ENOLINK) {
+			// Its cgroup was removed, which detached it. The directory
+			// goes with its last link; until then Remove fails.
+			err = lk.Unpin()
+			_ = os.Remove(filepath.Dir(pin))
+		}
+		lk.Close()
+		if err != nil {
+			return fmt.Errorf("update link set aside %s: %w", pin, err)
+		}
+	}
+	return nil
+}
+
+// setAsidePath is where the link name attached to cgroup id is pinned
+// while another cgroup is the root; id 0 gives a pattern for every id.
+func setAsidePath(pinDir string, id uint64, name string) string {
+	dir := "*"
+	if id != 0 {
+		dir = fmt.Sprint(id)
+	}
+	return filepath.Join(pinDir, "links", "cgroup", dir, name)
+}
+
+// pinnedLinkCgroup returns the id of the cgroup the link pinned at pin is
+// attached to, 0 when its cgroup is gone.
+func pinnedLinkCgroup(pin string) (uint64, error) {
+	lk, err := link.LoadPinnedLink(pin, nil)
+	if err != nil {
+		return 0, fmt.Errorf("load pinned link %s: %w", filepath.Base(pin), err)
+	}
+	defer lk.Close()
+
+	info, err := lk.Info()
+	if err != nil {
+		return 0, fmt.Errorf("read pinned link %s: %w", filepath.Base(pin), err)
+	}
+	cg := info.Cgroup()
+	if cg == nil {
+		return 0, fmt.Errorf("pinned link %s: not a cgroup link", filepath.Base(pin))
+	}
+	return cg.CgroupId, nil
+}
+
 // attachReplacing attaches prog with attach, for links that cannot be
-// updated in place (raw tracepoints, LSM hooks): a pinned link running the
-// same program is kept; otherwise the new link is attached before the old
-// one goes, so that for a moment both run rather than neither.
+// updated in place (raw tracepoints, LSM hooks): a pinned link running a
+// program that judges as prog does is kept; otherwise the new link is
+// attached before the old one goes, so that for a moment both run rather
+// than neither.
 func (l *Loader) attachReplacing(name, target string, prog *ebpf.Program, attach func() (link.Link, error)) error {
 	pin := filepath.Join(l.pinDir, "links", name)
 
@@ -222,9 +333,16 @@ func (l *Loader) attachReplacing(name, target string, prog *ebpf.Program, attach
 	if err != nil && !errors.Is(err, os.ErrNotExist) {
 		return fmt.Errorf("load pinned link %s: %w", name, err)
 	}
-	if old != nil && sameProgram(old, prog) {
-		l.links = append(l.links, old)
-		return nil
+	if old != nil {
+		same, err := l.sameProgram(old, prog)
+		if err != nil {
+			old.Close()
+			return fmt.Errorf("compare pinned link %s: %w", name, err)
+		}
+		if same {
+			l.links = append(l.links, old)
+			return nil
+		}
 	}
 
 	lk, err := attach()
@@ -249,21 +367,157 @@ func (l *Loader) attachReplacing(name, target string, prog *ebpf.Program, attach
 	return nil
 }
 
-// sameProgram reports whether a link runs a program with prog's tag.
-func sameProgram(lk link.Link, prog *ebpf.Program) bool {
+// sameProgram reports whether the program a link runs judges as prog does:
+// the same instructions, the same pinned maps and the same load-time
+// constants. The tag covers only the first: the kernel computes it with
+// map references blanked out, so two loads of one object whose .rodata
+// differs (root_cgroup_id, root_level: another cgroup root) share a tag.
+func (l *Loader) sameProgram(lk link.Link, prog *ebpf.Program) (bool, error) {
 	li, err := lk.Info()
 	if err != nil {
-		return false
+		return false, fmt.Errorf("read link info: %w", err)
 	}
 	running, err := ebpf.NewProgramFromID(li.Program)
 	if err != nil {
-		return false
+		return false, fmt.Errorf("open running program: %w", err)
 	}
 	defer running.Close()
 
-	a, errA := running.Info()
-	b, errB := prog.Info()
-	return errA == nil && errB == nil && a.Tag == b.Tag
+	a, err := running.Info()
+	if err != nil {
+		return false, fmt.Errorf("read running program info: %w", err)
+	}
+	b, err := prog.Info()
+	if err != nil {
+		return false, fmt.Errorf("read program info: %w", err)
+	}
+	if a.Tag != b.Tag {
+		return false, nil
+	}
+	return l.sameMaps(a, b)
+}
+
+// sameMaps compares the maps of two programs of one tag, by name: a map
+// pinned under the loader's directory must be the same map in both, and
+// a map the programs may only read (.rodata) must hold the same bytes.
+// Other maps are private to each object and hold nothing from one run to
+// the next (path_scratch).
+func (l *Loader) sameMaps(running, prog *ebpf.ProgramInfo) (bool, error) {
+	have, err := programMaps(running)
+	if err != nil {
+		return false, err
+	}
+	defer closeMaps(have)
+	want, err := programMaps(prog)
+	if err != nil {
+		return false, err
+	}
+	defer closeMaps(want)
+	pinned, err := pinnedMapIDs(l.pinDir)
+	if err != nil {
+		return false, err
+	}
+
+	if len(have) != len(want) {
+		return false, nil
+	}
+	for name, w := range want {
+		h, ok := have[name]
+		if !ok {
+			return false, nil
+		}
+		switch {
+		case h.id == w.id:
+		case pinned[w.id]:
+			return false, nil // the running program uses a map since replaced
+		case w.info.Flags&unix.BPF_F_RDONLY_PROG != 0:
+			if same, err := sameContents(h.m, w.m); err != nil || !same {
+				return false, err
+			}
+		}
+	}
+	return true, nil
+}
+
+type progMap struct {
+	m    *ebpf.Map
+	id   ebpf.MapID
+	info *ebpf.MapInfo
+}
+
+// programMaps opens the maps a program uses, by name. The caller closes
+// them with closeMaps.
+func programMaps(p *ebpf.ProgramInfo) (map[string]progMap, error) {
+	ids, ok := p.MapIDs()
+	if !ok {
+		return nil, fmt.Errorf("program %s: map ids: %w", p.Name, ErrNotSupported)
+	}
+	out := make(map[string]progMap, len(ids))
+	for _, id := range ids {
+		m, err := ebpf.NewMapFromID(id)
+		if err != nil {
+			closeMaps(out)
+			return nil, fmt.Errorf("open map %d of program %s: %w", id, p.Name, err)
+		}
+		info, err := m.Info()
+		if err != nil {
+			m.Close()
+			closeMaps(out)
+			return nil, fmt.Errorf("read map %d of program %s: %w", id, p.Name, err)
+		}
+		out[info.Name] = progMap{m: m, id: id, info: info}
+	}
+	return out, nil
+}
+
+func closeMaps(ms map[string]progMap) {
+	for _, pm := range ms {
+		pm.m.Close()
+	}
+}
+
+// sameContents compares two single-element arrays, such as .rodata.
+func sameContents(a, b *ebpf.Map) (bool, error) {
+	if a.Type() != ebpf.Array || b.Type() != ebpf.Array || a.MaxEntries() != 1 || b.MaxEntries() != 1 {
+		return false, nil
+	}
+	x, err := a.LookupBytes(uint32(0))
+	if err != nil {
+		return false, fmt.Errorf("read running program's constants: %w", err)
+	}
+	y, err := b.LookupBytes(uint32(0))
+	if err != nil {
+		return false, fmt.Errorf("read program constants: %w", err)
+	}
+	return bytes.Equal(x, y), nil
+}
+
+// pinnedMapIDs returns the ids of the maps pinned in dir: the state every
+// program shares.
+func pinnedMapIDs(dir string) (map[ebpf.MapID]bool, error) {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, fmt.Errorf("read pin directory: %w", err)
+	}
+	ids := make(map[ebpf.MapID]bool)
+	for _, e := range entries {
+		if e.IsDir() {
+			continue
+		}
+		m, err := ebpf.LoadPinnedMap(filepath.Join(dir, e.Name()), nil)
+		if err != nil {
+			return nil, fmt.Errorf("load pinned map %s: %w", e.Name(), err)
+		}
+		info, err := m.Info()
+		m.Close()
+		if err != nil {
+			return nil, fmt.Errorf("read pinned map %s: %w", e.Name(), err)
+		}
+		if id, ok := info.ID(); ok {
+			ids[id] = true
+		}
+	}
+	return ids, nil
 }
 
 // ensureBPFFS creates dir, mounting bpffs at /sys/fs/bpf first when dir is

@@ -23,6 +23,7 @@ const (
 	lsmMapPathScratch    = "path_scratch"
 	lsmMapSessionsMap    = "sessions_map"
 	lsmProgBprmCredsFile = "bprm_creds_file"
+	lsmProgSocketCreate  = "socket_create"
 	lsmVarRootCgroupId   = "root_cgroup_id"
 	lsmVarRootLevel      = "root_level"
 )
@@ -70,6 +71,7 @@ type lsmSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type lsmProgramSpecs struct {
 	BprmCredsFile *ebpf.ProgramSpec `ebpf:"bprm_creds_file"`
+	SocketCreate  *ebpf.ProgramSpec `ebpf:"socket_create"`
 }
 
 // lsmMapSpecs contains maps before they are loaded into the kernel.
@@ -144,11 +146,13 @@ type lsmVariables struct {
 // It can be passed to loadLsmObjects or ebpf.CollectionSpec.LoadAndAssign.
 type lsmPrograms struct {
 	BprmCredsFile *ebpf.Program `ebpf:"bprm_creds_file"`
+	SocketCreate  *ebpf.Program `ebpf:"socket_create"`
 }
 
 func (p *lsmPrograms) Close() error {
 	return _LsmClose(
 		p.BprmCredsFile,
+		p.SocketCreate,
 	)
 }
 

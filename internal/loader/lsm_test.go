@@ -1,18 +1,25 @@
 package loader
 
 import (
+	"bufio"
 	"errors"
 	"fmt"
+	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"runtime"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
 	"testing"
 
 	"github.com/cilium/ebpf/link"
+	"golang.org/x/sys/unix"
 
 	"github.com/idend/idend/internal/cgroup"
+	"github.com/idend/idend/internal/intent"
 )
 
 // lsmActive reports whether the loader refuses forbidden execs with
@@ -63,19 +70,37 @@ func checkNoArgv(t *testing.T, ev *netExecEvent) {
 	}
 }
 
-// newLSMTracer is newTracer for tests of BPF-LSM enforcement, which skip
-// where it is not active.
+// Without BPF-LSM, what the tests of newLSMTracer and newLSMSocketTracer
+// check is done otherwise, or not at all.
+const (
+	execWithoutLSM   = "forbidden execs are killed at the exec tracepoint instead"
+	socketWithoutLSM = "sockets of families other than inet are not judged"
+)
+
+// newLSMTracer is newTracer for tests of BPF-LSM exec enforcement, which
+// skip where it is not active.
 func newLSMTracer(t *testing.T) *tracer {
+	t.Helper()
+	return newLSMTracerWithout(t, execWithoutLSM)
+}
+
+// newLSMSocketTracer is newTracer for tests of BPF-LSM socket enforcement.
+func newLSMSocketTracer(t *testing.T) *tracer {
+	t.Helper()
+	return newLSMTracerWithout(t, socketWithoutLSM)
+}
+
+func newLSMTracerWithout(t *testing.T, without string) *tracer {
 	t.Helper()
 	tr := newTracer(t)
 	if f := tr.l.Features(); !f.LSM {
 		for _, x := range f.List {
 			if x.Name == "bpf_lsm" {
-				t.Skipf("BPF-LSM is not active on this kernel, forbidden execs are killed at the "+
-					"exec tracepoint instead (test/vm's 6.12-bpflsm entry runs this test): %v", x.Err)
+				t.Skipf("BPF-LSM is not active on this kernel, %s (test/vm's 6.1-debian and "+
+					"6.12-bpflsm entries run this test): %v", without, x.Err)
 			}
 		}
-		t.Skip("BPF-LSM is not active on this kernel")
+		t.Skipf("BPF-LSM is not active on this kernel, %s", without)
 	}
 	return tr
 }
@@ -255,4 +280,252 @@ func linkID(t *testing.T, pin string) link.ID {
 	info, err := lk.Info()
 	must(t, err)
 	return info.ID
+}
+
+func init() {
+	helpers["socket"] = socketHelper
+	helpers["unshare_net"] = unshareNet
+	helpers["wait_then"] = waitThen
+}
+
+// socketHelper creates a socket of family args[0], type args[1] and
+// protocol args[2], then closes it.
+func socketHelper(args []string) error {
+	var n [3]int
+	for i := range n {
+		v, err := strconv.Atoi(args[i])
+		if err != nil {
+			return err
+		}
+		n[i] = v
+	}
+	fd, err := unix.Socket(n[0], n[1], n[2])
+	if err != nil {
+		return err
+	}
+	return unix.Close(fd)
+}
+
+// unshareNet moves the calling thread into a new network namespace, which
+// makes the kernel create sockets of its own (netlink, ICMP) in the
+// caller's context.
+func unshareNet([]string) error {
+	runtime.LockOSThread()
+	return unix.Unshare(unix.CLONE_NEWNET)
+}
+
+// waitThen says "ready", reads a line from stdin, then runs the helper
+// args[0].
+func waitThen(args []string) error {
+	fmt.Println("ready")
+	if _, err := bufio.NewReader(os.Stdin).ReadString('\n'); err != nil {
+		return err
+	}
+	return helpers[args[0]](args[1:])
+}
+
+// waiting is a helper process started with waitThen.
+type waiting struct {
+	cmd   *exec.Cmd
+	stdin io.WriteCloser
+	out   *bufio.Reader
+}
+
+// startWaiting starts the helper name in the cgroup dir and returns once
+// its exec is over, tracepoint included; the helper runs when finish is
+// called.
+func startWaiting(t *testing.T, dir, name string, args ...string) *waiting {
+	t.Helper()
+	fd, err := syscall.Open(dir, syscall.O_DIRECTORY|syscall.O_RDONLY, 0)
+	must(t, err)
+	defer syscall.Close(fd)
+
+	w := &waiting{cmd: exec.Command(os.Args[0], append([]string{name}, args...)...)}
+	w.cmd.Env = append(os.Environ(), "IDEND_TEST_HELPER=wait_then")
+	w.cmd.SysProcAttr = &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: fd}
+	w.stdin, err = w.cmd.StdinPipe()
+	must(t, err)
+	stdout, err := w.cmd.StdoutPipe()
+	must(t, err)
+	must(t, w.cmd.Start())
+	t.Cleanup(func() { w.cmd.Process.Kill() })
+
+	w.out = bufio.NewReader(stdout)
+	if line, err := w.out.ReadString('\n'); line != "ready\n" {
+		t.Fatalf("helper %s: %q, %v; want ready", name, line, err)
+	}
+	return w
+}
+
+func (w *waiting) finish(t *testing.T) string {
+	t.Helper()
+	_, err := w.stdin.Write([]byte("go\n"))
+	must(t, err)
+	out, err := io.ReadAll(w.out)
+	must(t, err)
+	must(t, w.cmd.Wait())
+	return strings.TrimSpace(string(out))
+}
+
+// outsideResult is what creating a socket gives the test itself, outside
+// idend's root: "ok", or the errno of a family this kernel lacks.
+func outsideResult(family, typ, proto int) string {
+	return result(socketHelper([]string{fmt.Sprint(family), fmt.Sprint(typ), fmt.Sprint(proto)}))
+}
+
+// socketRecords returns the socket records of the cgroup cg.
+func socketRecords(r *records, cg uint64) []netNetEvent {
+	var out []netNetEvent
+	for _, ev := range r.nets {
+		if ev.Hdr.Kind == uint16(netIdendEventKindEVENT_SOCKET) && ev.Hdr.CgroupId == cg {
+			out = append(out, ev)
+		}
+	}
+	return out
+}
+
+func htons(v uint16) int { return int(v>>8 | v<<8&0xff00) }
+
+type sockCase struct {
+	name               string
+	family, typ, proto int
+	raw                bool // needs raw_sockets
+}
+
+var sockCases = []sockCase{
+	{"packet raw", unix.AF_PACKET, unix.SOCK_RAW, htons(unix.ETH_P_ALL), true},
+	{"packet dgram", unix.AF_PACKET, unix.SOCK_DGRAM, htons(unix.ETH_P_IP), true},
+	{"vsock", unix.AF_VSOCK, unix.SOCK_STREAM, 0, true},
+	{"xdp", unix.AF_XDP, unix.SOCK_RAW, 0, true},
+	{"can raw", unix.AF_CAN, unix.SOCK_RAW, unix.CAN_RAW, true},
+	{"netlink raw", unix.AF_NETLINK, unix.SOCK_RAW, unix.NETLINK_ROUTE, false},
+	{"netlink dgram", unix.AF_NETLINK, unix.SOCK_DGRAM, unix.NETLINK_ROUTE, false},
+	{"unix raw", unix.AF_UNIX, unix.SOCK_RAW, 0, false},
+	{"unix stream", unix.AF_UNIX, unix.SOCK_STREAM, 0, false},
+}
+
+// With BPF-LSM, sockets of the families the cgroup hooks never see are
+// judged at creation: packet, vsock and every family but unix and netlink
+// need raw_sockets. A refusal is EPERM from socket(), whether or not the
+// kernel has the family, and one DENY record; with raw_sockets the kernel
+// decides as it would outside idend, and the record says ALLOW; in audit
+// mode, AUDIT outside the intent. Unix and netlink sockets of any type are
+// ordinary and not recorded. intent.Evaluate reaches the same verdicts.
+func TestLSMSocketFamilies(t *testing.T) {
+	tr := newLSMSocketTracer(t)
+	type sess struct {
+		name, text string
+		dir        string
+		cg         uint64
+		verdict    netIdendVerdict // of a socket that needs raw_sockets
+	}
+	sessions := []*sess{
+		{name: "without raw_sockets", text: "name: noraw\npurpose: no raw sockets\n",
+			verdict: netIdendVerdictVERDICT_DENY},
+		{name: "with raw_sockets", text: "name: raw\npurpose: raw sockets\nnetwork:\n  raw_sockets: true\n",
+			verdict: netIdendVerdictVERDICT_ALLOW},
+		{name: "in audit mode", text: "name: audit\npurpose: audit\non_violation: audit\n",
+			verdict: netIdendVerdictVERDICT_AUDIT},
+	}
+	for _, s := range sessions {
+		s.dir, s.cg = tr.session(s.text)
+	}
+
+	for _, c := range sockCases {
+		t.Run(c.name, func(t *testing.T) {
+			args := []string{fmt.Sprint(c.family), fmt.Sprint(c.typ), fmt.Sprint(c.proto)}
+			outside := outsideResult(c.family, c.typ, c.proto)
+			tr.read()
+
+			for _, s := range sessions {
+				want := outside
+				if c.raw && s.verdict == netIdendVerdictVERDICT_DENY {
+					want = eperm
+				}
+				if got := helper(t, s.dir, "socket", args...); got != want {
+					t.Errorf("%s: %s, want %s", s.name, got, want)
+				}
+			}
+
+			r := tr.read()
+			act := intent.Action{Kind: intent.Socket, Family: c.family, SockType: c.typ, SockProto: c.proto}
+			for _, s := range sessions {
+				d := intent.Evaluate(compile(t, s.text), act)
+				recs := socketRecords(r, s.cg)
+				if !c.raw {
+					if len(recs) != 0 || !d.InIntent {
+						t.Errorf("%s: %d records, evaluator %v (%s); want none, in the intent",
+							s.name, len(recs), d.InIntent, d.Reason)
+					}
+					continue
+				}
+				checkSocketRecord(t, recs, c, s.verdict, s.verdict != netIdendVerdictVERDICT_ALLOW)
+				if uint8(d.Verdict) != uint8(s.verdict) {
+					t.Errorf("%s: evaluator says %s (%s), the kernel %d", s.name, d.Verdict, d.Reason, s.verdict)
+				}
+			}
+		})
+	}
+}
+
+func checkSocketRecord(t *testing.T, recs []netNetEvent, c sockCase, v netIdendVerdict, outside bool) {
+	t.Helper()
+	if len(recs) != 1 {
+		t.Errorf("%d socket records, want one with verdict %d", len(recs), v)
+		return
+	}
+	ev := recs[0]
+	if ev.Hdr.Verdict != uint8(v) || (ev.Hdr.Flags&uint32(netIdendEventFlagEVENT_F_OUTSIDE) != 0) != outside {
+		t.Errorf("verdict %d, flags %#x: want verdict %d, outside the intent %v", ev.Hdr.Verdict, ev.Hdr.Flags, v, outside)
+	}
+	if int(ev.Family) != c.family || int(ev.Type) != c.typ || int(ev.Protocol) != c.proto {
+		t.Errorf("record of socket(%d, %d, %d), want socket(%d, %d, %d)",
+			ev.Family, ev.Type, ev.Protocol, c.family, c.typ, c.proto)
+	}
+	if ev.Hdr.Session == 0 || ev.Hdr.Pid == 0 {
+		t.Errorf("record of session %d, pid %d: want the session and the caller", ev.Hdr.Session, ev.Hdr.Pid)
+	}
+}
+
+// Inet sockets are left to cgroup/sock_create: a raw inet socket allowed by
+// raw_sockets has one record, not one from each hook.
+func TestLSMInetSocketsOnce(t *testing.T) {
+	tr := newLSMSocketTracer(t)
+	open, cg := tr.session("name: raw\npurpose: raw sockets\nnetwork:\n  raw_sockets: true\n")
+
+	args := []string{fmt.Sprint(unix.AF_INET), fmt.Sprint(unix.SOCK_RAW), fmt.Sprint(unix.IPPROTO_ICMP)}
+	if got := helper(t, open, "socket", args...); got != "ok" {
+		t.Fatalf("raw inet socket with raw_sockets: %s", got)
+	}
+	c := sockCase{family: unix.AF_INET, typ: unix.SOCK_RAW, proto: unix.IPPROTO_ICMP}
+	checkSocketRecord(t, socketRecords(tr.read(), cg), c, netIdendVerdictVERDICT_ALLOW, false)
+}
+
+// A task under idend's root in no session may create no socket, unix
+// sockets included, and the record says it was in no session. Sockets the
+// kernel creates for itself in the task's context pass: the netlink and
+// ICMP sockets of a new network namespace.
+func TestLSMSocketNoSession(t *testing.T) {
+	tr := newLSMSocketTracer(t)
+	dir, cg := tr.session("name: gone\npurpose: removed while running\n")
+	sock := startWaiting(t, dir, "socket", fmt.Sprint(unix.AF_UNIX), fmt.Sprint(unix.SOCK_STREAM), "0")
+	netns := startWaiting(t, dir, "unshare_net")
+	must(t, tr.l.Remove(cg))
+
+	if got := sock.finish(t); got != eperm {
+		t.Errorf("unix socket in no session: %s, want %s", got, eperm)
+	}
+	if got := netns.finish(t); got != "ok" {
+		t.Errorf("new network namespace in no session: %s, want ok", got)
+	}
+	recs := socketRecords(tr.read(), cg)
+	if len(recs) != 1 {
+		t.Fatalf("%d socket records, want one: the unix socket", len(recs))
+	}
+	ev := recs[0]
+	if ev.Family != unix.AF_UNIX || ev.Hdr.Verdict != uint8(netIdendVerdictVERDICT_DENY) ||
+		ev.Hdr.Session != 0 || ev.Hdr.Flags&uint32(netIdendEventFlagEVENT_F_NO_SESSION) == 0 {
+		t.Errorf("record: family %d, verdict %d, session %d, flags %#x: want AF_UNIX, DENY, no session",
+			ev.Family, ev.Hdr.Verdict, ev.Hdr.Session, ev.Hdr.Flags)
+	}
 }
