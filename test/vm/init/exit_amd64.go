@@ -35,11 +35,3 @@ func exitQEMU(code uint32) error {
 	return fmt.Errorf("ioperm: %v; /dev/port write returned: no isa-debug-exit device", ioErr)
 }
 
-// powerOff stops the VM; qemu then exits 0, which the host reads as "no
-// status written".
-func powerOff() {
-	unix.Sync()
-	for {
-		_ = unix.Reboot(unix.LINUX_REBOOT_CMD_POWER_OFF)
-	}
-}
