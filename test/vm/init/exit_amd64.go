@@ -34,4 +34,3 @@ func exitQEMU(code uint32) error {
 	}
 	return fmt.Errorf("ioperm: %v; /dev/port write returned: no isa-debug-exit device", ioErr)
 }
-
