@@ -126,8 +126,8 @@ func cgroup2Present() error {
 }
 
 func cgroupKillPresent() error {
-	// The root cgroup has no cgroup.kill; any child shows whether the
-	// kernel has it.
+	// The root cgroup has no cgroup.kill; this process's own cgroup, or
+	// any child of the root, shows whether the kernel has it.
 	data, err := os.ReadFile("/proc/self/mounts")
 	if err != nil {
 		return err
@@ -137,15 +137,34 @@ func cgroupKillPresent() error {
 		if len(fields) < 3 || fields[2] != "cgroup2" {
 			continue
 		}
-		children, _ := filepath.Glob(filepath.Join(fields[1], "*", "cgroup.procs"))
-		if len(children) == 0 {
-			return errors.New("no child cgroup to check")
+		candidates, _ := filepath.Glob(filepath.Join(fields[1], "*", "cgroup.procs"))
+		if own, err := os.ReadFile("/proc/self/cgroup"); err == nil {
+			for _, l := range strings.Split(string(own), "\n") {
+				if rest, ok := strings.CutPrefix(l, "0::"); ok && rest != "/" {
+					candidates = append([]string{filepath.Join(fields[1], rest, "cgroup.procs")}, candidates...)
+				}
+			}
 		}
-		_, err := os.Stat(filepath.Join(filepath.Dir(children[0]), "cgroup.kill"))
-		if errors.Is(err, os.ErrNotExist) {
+		for _, c := range candidates {
+			if _, err := os.Stat(c); err != nil {
+				continue
+			}
+			_, err := os.Stat(filepath.Join(filepath.Dir(c), "cgroup.kill"))
+			if errors.Is(err, os.ErrNotExist) {
+				return fmt.Errorf("cgroup.kill: %w", ErrNotSupported)
+			}
+			return err
+		}
+		// Only the root exists: create a child to look.
+		probe, err := os.MkdirTemp(fields[1], "idend-probe-")
+		if err != nil {
+			return fmt.Errorf("no child cgroup to check: %w", err)
+		}
+		defer os.Remove(probe)
+		if _, err := os.Stat(filepath.Join(probe, "cgroup.kill")); err != nil {
 			return fmt.Errorf("cgroup.kill: %w", ErrNotSupported)
 		}
-		return err
+		return nil
 	}
 	return errors.New("no cgroup2 mount to check")
 }
