@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"sync/atomic"
 	"unsafe"
 
 	"github.com/idend/idend/internal/events/recordpb"
@@ -28,15 +29,25 @@ func StartTicks(startNS uint64) uint64 {
 // ProcessKey is the key of a process: its pid and start time, unique even
 // when pids are reused.
 func ProcessKey(pid uint32, startTicks uint64) string {
-	return strconv.FormatUint(uint64(pid), 10) + ":" + strconv.FormatUint(startTicks, 10)
+	var buf [2*20 + 1]byte
+	b := strconv.AppendUint(buf[:0], uint64(pid), 10)
+	b = append(b, ':')
+	return string(strconv.AppendUint(b, startTicks, 10))
 }
 
-// SessionName formats a kernel session number as a session ID.
+// SessionName formats a kernel session number as a session ID: 16 hex
+// digits.
 func SessionName(n uint64) string {
 	if n == 0 {
 		return ""
 	}
-	return fmt.Sprintf("%016x", n)
+	const digits = "0123456789abcdef"
+	var buf [16]byte
+	for i := len(buf) - 1; i >= 0; i-- {
+		buf[i] = digits[n&0xf]
+		n >>= 4
+	}
+	return string(buf[:])
 }
 
 // cast views the start of b as a T, the struct bpf2go generated for it.
@@ -101,16 +112,98 @@ func decodeKernel(sample []byte) (*recordpb.Record, error) {
 }
 
 func process(h *loader.EventHeader) *recordpb.Process {
+	p := new(recordpb.Process)
+	fillProcess(p, h)
+	return p
+}
+
+// fillProcess sets p to the process that wrote h. Its key and command
+// name come from names, formatted once for a run of records.
+func fillProcess(p *recordpb.Process, h *loader.EventHeader) {
 	ticks := StartTicks(h.StartNs)
-	return &recordpb.Process{
-		Pid:        h.Pid,
-		Tid:        h.Tid,
-		StartTicks: ticks,
-		Key:        ProcessKey(h.Pid, ticks),
-		Uid:        h.Uid,
-		Gid:        h.Gid,
-		Comm:       cString(int8Bytes(h.Comm[:])),
+	e := names.process(h.Pid, ticks, cBytes(int8Bytes(h.Comm[:])))
+	p.Pid, p.Tid, p.StartTicks = h.Pid, h.Tid, ticks
+	p.Key, p.Comm = e.key, e.comm
+	p.Uid, p.Gid = h.Uid, h.Gid
+}
+
+// names remembers the strings of the sessions and processes that wrote
+// recent records. A flood of records comes from a few processes of a few
+// sessions; without it, every record would format its session's name and
+// its process's key and copy its command name.
+var names nameCache
+
+// nameCache holds the formatted names of recent session numbers and
+// processes in direct-mapped tables of immutable entries: a lookup loads
+// a slot and uses it when its key matches, and otherwise formats the name
+// and stores a new entry in the slot. Safe for concurrent use; it holds
+// at most sessionSlots + processSlots entries.
+type nameCache struct {
+	sessions  [sessionSlots]atomic.Pointer[sessionEntry]
+	processes [processSlots]atomic.Pointer[processEntry]
+}
+
+const (
+	sessionBits  = 8
+	sessionSlots = 1 << sessionBits
+	processBits  = 10
+	processSlots = 1 << processBits
+)
+
+type sessionEntry struct {
+	n  uint64
+	id string
+}
+
+type processEntry struct {
+	pid   uint32
+	ticks uint64
+	key   string
+	comm  string
+}
+
+// slot spreads keys over a table of 1<<bits slots (Fibonacci hashing).
+func slot(k uint64, bits uint) uint64 { return (k * 0x9e3779b97f4a7c15) >> (64 - bits) }
+
+// session returns SessionName(n).
+func (c *nameCache) session(n uint64) string {
+	if n == 0 {
+		return ""
 	}
+	s := &c.sessions[slot(n, sessionBits)]
+	if e := s.Load(); e != nil && e.n == n {
+		return e.id
+	}
+	e := &sessionEntry{n: n, id: SessionName(n)}
+	s.Store(e)
+	return e.id
+}
+
+// process returns the key of process (pid, ticks) and comm as a string.
+// comm is a view of the record being decoded, not kept.
+func (c *nameCache) process(pid uint32, ticks uint64, comm []byte) *processEntry {
+	s := &c.processes[slot(uint64(pid)<<32^ticks, processBits)]
+	e := s.Load()
+	if e != nil && e.pid == pid && e.ticks == ticks {
+		if e.comm == string(comm) {
+			return e
+		}
+		// The same process after an exec.
+		e = &processEntry{pid: pid, ticks: ticks, key: e.key, comm: string(comm)}
+	} else {
+		e = &processEntry{pid: pid, ticks: ticks, key: ProcessKey(pid, ticks), comm: string(comm)}
+	}
+	s.Store(e)
+	return e
+}
+
+// processKey returns ProcessKey(pid, ticks).
+func (c *nameCache) processKey(pid uint32, ticks uint64) string {
+	s := &c.processes[slot(uint64(pid)<<32^ticks, processBits)]
+	if e := s.Load(); e != nil && e.pid == pid && e.ticks == ticks {
+		return e.key
+	}
+	return ProcessKey(pid, ticks)
 }
 
 func verdict(h *loader.EventHeader) recordpb.Verdict {
@@ -133,18 +226,23 @@ func decodeNet(ev *loader.NetEvent) *recordpb.Record {
 	h := &ev.Hdr
 	if loader.EventKind(h.Kind) == loader.KindSocket {
 		return &recordpb.Record{Body: &recordpb.Record_SocketCreate{SocketCreate: &recordpb.SocketCreate{
-			SessionId: SessionName(h.Session), CgroupId: h.CgroupId, Process: process(h), Verdict: verdict(h),
+			SessionId: names.session(h.Session), CgroupId: h.CgroupId, Process: process(h), Verdict: verdict(h),
 			Family: uint32(ev.Family), Type: uint32(ev.Type), Protocol: uint32(ev.Protocol),
 		}}}
 	}
-	c := &recordpb.Connect{
-		SessionId: SessionName(h.Session), CgroupId: h.CgroupId, Process: process(h), Verdict: verdict(h),
-		Family: uint32(ev.Family), Port: uint32(ev.Port), Protocol: recordpb.Protocol_PROTOCOL_TCP,
-	}
+	// The messages of a connect record, the commonest by far, are
+	// allocated as one block.
+	blk := new(connectBlock)
+	c := &blk.connect
+	c.SessionId, c.CgroupId, c.Verdict = names.session(h.Session), h.CgroupId, verdict(h)
+	fillProcess(&blk.process, h)
+	c.Process = &blk.process
+	c.Family, c.Port, c.Protocol = uint32(ev.Family), uint32(ev.Port), recordpb.Protocol_PROTOCOL_TCP
+	blk.addr = ev.Addr
 	if ev.Family == 2 {
-		c.Addr = bytes.Clone(ev.Addr[:4])
+		c.Addr = blk.addr[:4:4]
 	} else {
-		c.Addr = bytes.Clone(ev.Addr[:])
+		c.Addr = blk.addr[:]
 	}
 	if ev.Protocol == 17 {
 		c.Protocol = recordpb.Protocol_PROTOCOL_UDP
@@ -152,7 +250,18 @@ func decodeNet(ev *loader.NetEvent) *recordpb.Record {
 	if loader.EventKind(h.Kind) == loader.KindSendmsg {
 		c.Op = recordpb.ConnectOp_CONNECT_OP_SENDMSG
 	}
-	return &recordpb.Record{Body: &recordpb.Record_Connect{Connect: c}}
+	blk.body.Connect = c
+	blk.record.Body = &blk.body
+	return &blk.record
+}
+
+// connectBlock holds the messages of one connect record.
+type connectBlock struct {
+	record  recordpb.Record
+	body    recordpb.Record_Connect
+	connect recordpb.Connect
+	process recordpb.Process
+	addr    [16]byte
 }
 
 func decodeUnix(ev *loader.UnixEvent) *recordpb.Record {
@@ -163,7 +272,7 @@ func decodeUnix(ev *loader.UnixEvent) *recordpb.Record {
 		path = "@" + path[1:]
 	}
 	u := &recordpb.UnixConnect{
-		SessionId: SessionName(h.Session), CgroupId: h.CgroupId, Process: process(h), Verdict: verdict(h),
+		SessionId: names.session(h.Session), CgroupId: h.CgroupId, Process: process(h), Verdict: verdict(h),
 		Path: path,
 	}
 	if loader.EventKind(h.Kind) == loader.KindUnixSendmsg {
@@ -175,7 +284,7 @@ func decodeUnix(ev *loader.UnixEvent) *recordpb.Record {
 func decodeExec(ev *loader.ExecEvent) *recordpb.Record {
 	h := &ev.Hdr
 	p := process(h)
-	p.ParentKey = ProcessKey(ev.Ppid, StartTicks(ev.ParentStartNs))
+	p.ParentKey = names.processKey(ev.Ppid, StartTicks(ev.ParentStartNs))
 	n := min(int(ev.PathLen), len(ev.Path))
 	argv := int8Bytes(ev.Argv[:min(int(ev.ArgvLen), len(ev.Argv))])
 	var args []string
@@ -185,7 +294,7 @@ func decodeExec(ev *loader.ExecEvent) *recordpb.Record {
 		}
 	}
 	return &recordpb.Record{Body: &recordpb.Record_Exec{Exec: &recordpb.Exec{
-		SessionId: SessionName(h.Session), CgroupId: h.CgroupId, Process: p, Verdict: verdict(h),
+		SessionId: names.session(h.Session), CgroupId: h.CgroupId, Process: p, Verdict: verdict(h),
 		Dev: ev.Dev, Ino: ev.Ino,
 		Path:          string(int8Bytes(ev.Path[len(ev.Path)-n:])),
 		PathTruncated: h.Flags&uint32(loader.FlagPathTruncated) != 0,
@@ -198,15 +307,14 @@ func decodeExec(ev *loader.ExecEvent) *recordpb.Record {
 
 func decodeFork(ev *loader.ForkEvent) *recordpb.Record {
 	h := &ev.Hdr
+	p := process(h)
 	child := &recordpb.Process{
 		Pid: ev.ChildPid, Tid: ev.ChildTid, StartTicks: StartTicks(ev.ChildStartNs),
-		Uid: h.Uid, Gid: h.Gid, Comm: cString(int8Bytes(h.Comm[:])),
+		Uid: h.Uid, Gid: h.Gid, Comm: p.Comm, ParentKey: p.Key,
 	}
-	child.Key = ProcessKey(child.Pid, child.StartTicks)
-	p := process(h)
-	child.ParentKey = p.Key
+	child.Key = names.processKey(child.Pid, child.StartTicks)
 	return &recordpb.Record{Body: &recordpb.Record_Fork{Fork: &recordpb.Fork{
-		SessionId: SessionName(h.Session), CgroupId: h.CgroupId, Process: p, Verdict: verdict(h),
+		SessionId: names.session(h.Session), CgroupId: h.CgroupId, Process: p, Verdict: verdict(h),
 		Child: child,
 	}}}
 }
@@ -215,7 +323,7 @@ func decodeExit(ev *loader.ExitEvent) *recordpb.Record {
 	h := &ev.Hdr
 	status := ev.ExitCode
 	return &recordpb.Record{Body: &recordpb.Record_Exit{Exit: &recordpb.Exit{
-		SessionId: SessionName(h.Session), CgroupId: h.CgroupId, Process: process(h), Verdict: verdict(h),
+		SessionId: names.session(h.Session), CgroupId: h.CgroupId, Process: process(h), Verdict: verdict(h),
 		ExitCode: int32(status>>8) & 0xff, Signal: int32(status & 0x7f),
 	}}}
 }
@@ -224,9 +332,12 @@ func int8Bytes(s []int8) []byte {
 	return unsafe.Slice((*byte)(unsafe.Pointer(unsafe.SliceData(s))), len(s))
 }
 
-func cString(b []byte) string {
+func cString(b []byte) string { return string(cBytes(b)) }
+
+// cBytes returns b up to its first NUL.
+func cBytes(b []byte) []byte {
 	if i := bytes.IndexByte(b, 0); i >= 0 {
-		b = b[:i]
+		return b[:i]
 	}
-	return string(b)
+	return b
 }
