@@ -42,7 +42,7 @@ bench ./internal/loader/ '^BenchmarkProgramRunTime$' 20000x
 bench ./internal/daemon/ '^BenchmarkRingToRecording$' 1000000x
 bench ./internal/daemon/ '^BenchmarkFlood$' 1x
 bench ./internal/daemon/ '^BenchmarkDaemonMemory$' 1x
-bench ./internal/events/ '^Benchmark(RecorderAppend|Replay|ReplayFromDisk)$' 2s
+bench ./internal/events/ '^Benchmark(DecodeKernel|RecorderAppend|Replay|ReplayFromDisk)$' 2s
 load1=$(cut -d' ' -f1-3 /proc/loadavg)
 echo "load average after: $load1" | tee -a "$out" >&2
 
@@ -123,6 +123,8 @@ END {
 	row("flood at full speed: rate", "Flood/rate=0", "sent/s", "", "", "", "", 0, "")
 
 	head("recording and replay")
+	row("DecodeKernel sendmsg, records/s", "DecodeKernel/sendmsg", "records/s", "", "", "", "", 0, "")
+	row("DecodeKernel exec, records/s", "DecodeKernel/exec", "records/s", "", "", "", "", 0, "")
 	row("Recorder.Append, records/s", "RecorderAppend", "records/s", "", "", "", "", 0, "")
 	row("Replay, records/s", "Replay", "records/s", "", "", ">= 2000000", ">=", 2000000, "")
 	row("Replay from disk, records/s", "ReplayFromDisk", "records/s", "", "", "", "", 0, "")

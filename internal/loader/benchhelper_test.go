@@ -423,8 +423,9 @@ func reportVs(b *testing.B, call string, r rounds) {
 	b.ReportMetric(r.ratio(1, 0, wallOf), "wall-x-base")
 }
 
-// drainer reads both rings and counts their records, as the daemon's
-// pipeline reads them, so that the kernel writes into rings with room.
+// drainer reads both rings as the daemon's pipeline reads them, so that
+// the kernel writes into rings with room and wakes their reader as it does
+// under a daemon.
 type drainer struct {
 	rings []*ringbuf.Reader
 	wg    sync.WaitGroup
@@ -437,14 +438,28 @@ func startDrain(l *Loader) (*drainer, error) {
 	}
 	d := &drainer{rings: []*ringbuf.Reader{events, denials}}
 	for _, rd := range d.rings {
-		d.wg.Go(func() {
-			var rec ringbuf.Record
-			for rd.ReadInto(&rec) == nil {
-				// Emptied, not read: the workloads are measured.
-			}
-		})
+		d.wg.Go(func() { pollDrain(rd) })
 	}
 	return d, nil
+}
+
+// drainPoll is how long a read waits for a record, as in the daemon
+// (pollInterval in internal/daemon/pipeline.go): the events ring wakes its
+// reader only for a backlog (WAKEUP_BYTES in bpf/maps.h), and a reader
+// that only waits to be woken leaves up to that much unread.
+const drainPoll = 10 * time.Millisecond
+
+// pollDrain empties rd until it is closed. The records are dropped, not
+// decoded: the workloads are measured.
+func pollDrain(rd *ringbuf.Reader) {
+	var rec ringbuf.Record
+	for {
+		rd.SetDeadline(time.Now().Add(drainPoll))
+		err := rd.ReadInto(&rec)
+		if err != nil && !errors.Is(err, os.ErrDeadlineExceeded) {
+			return
+		}
+	}
 }
 
 func (d *drainer) stop() {
