@@ -112,9 +112,13 @@ func (d *testDaemon) start() {
 	d.cancel, d.done = cancel, make(chan error, 1)
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	go func() { d.done <- Run(ctx, d.cfg, log) }()
-	for range 100 {
+	// Loading the programs takes a while under emulation (test/vm).
+	for deadline := time.Now().Add(2 * time.Minute); ; {
 		if _, err := os.Stat(d.cfg.Socket); err == nil {
 			break
+		}
+		if time.Now().After(deadline) {
+			d.t.Fatal("daemon did not listen within 2 minutes")
 		}
 		select {
 		case err := <-d.done:
