@@ -114,9 +114,15 @@ func enforcement(f loader.Features) (enforced, not []string) {
 		"raw sockets and inet sockets other than TCP and UDP, at creation, " +
 			"unless the intent allows raw_sockets",
 	}
-	// The cgroup hook sees inet sockets only.
-	not = append(not, "packet and vsock sockets: refused only for commands idend run starts "+
-		"(its seccomp filter), unless the intent allows raw_sockets")
+	// The cgroup hook sees inet sockets only; BPF-LSM's socket_create
+	// sees every family.
+	if f.LSM {
+		enforced = append(enforced, "sockets of families other than inet, unix and netlink "+
+			"(packet, vsock, ...), at creation, unless the intent allows raw_sockets")
+	} else {
+		not = append(not, "packet and vsock sockets: refused only for commands idend run starts "+
+			"(its seccomp filter), unless the intent allows raw_sockets")
+	}
 	if f.UnixHooks {
 		enforced = append(enforced, "unix socket paths, at connect and sendmsg")
 	} else {

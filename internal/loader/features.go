@@ -71,7 +71,7 @@ func Probe() Features {
 	add("cgroup2", true, "session cgroups", cgroup2Present())
 	f.UnixHooks = add("connect_unix", false, "unix socket path enforcement (Linux 6.7+)",
 		probeAttachType(ebpf.CGroupSockAddr, ebpf.AttachCgroupUnixConnect))
-	f.LSM = add("bpf_lsm", false, "exec refused with EPERM before it starts (else: killed at exec)",
+	f.LSM = add("bpf_lsm", false, "exec refused with EPERM before it starts (else: killed at exec); packet, vsock and other non-inet sockets refused",
 		probeLSM())
 	add("cgroup_kill", false, "session teardown in one write (Linux 5.14+)", cgroupKillPresent())
 	return f
