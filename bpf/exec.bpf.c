@@ -75,8 +75,9 @@ int sched_exec(struct bpf_raw_tracepoint_args *ctx)
 	/* Reserved in the denials ring to be sure of space for a kill; an
 	 * allowed exec moves to the events ring when it fits there. */
 	if (ring_for(&ev->hdr) == RING_EVENTS &&
-	    bpf_ringbuf_output(&events_ring, ev, sizeof(*ev), events_wakeup()) == 0) {
-		bpf_ringbuf_discard(ev, 0);
+	    bpf_ringbuf_output(&events_ring, ev, sizeof(*ev), events_wakeup(sizeof(*ev))) == 0) {
+		/* A discarded record needs no reader woken. */
+		bpf_ringbuf_discard(ev, BPF_RB_NO_WAKEUP);
 		return 0;
 	}
 	bpf_ringbuf_submit(ev, 0);

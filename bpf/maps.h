@@ -81,15 +81,17 @@ static __always_inline __u32 ring_for(const struct event_header *h)
 	return denial_verdict(h->verdict, h->flags) ? RING_DENIALS : RING_EVENTS;
 }
 
-/* The events ring wakes its reader only once this much is unread; the
- * reader also polls it. A wakeup per record costs the recording task more
- * than the program itself (an IRQ work item each). Denials always wake the
- * reader at once. */
+/* The events ring wakes its reader when a record of size takes the unread
+ * bytes past this mark, and not otherwise; the reader also polls it. A
+ * wakeup per record costs the recording task more than the program itself
+ * (an IRQ work item each). Denials always wake the reader at once. */
 #define WAKEUP_BYTES (64 << 10)
 
-static __always_inline __u64 events_wakeup(void)
+static __always_inline __u64 events_wakeup(__u64 size)
 {
-	return bpf_ringbuf_query(&events_ring, BPF_RB_AVAIL_DATA) >= WAKEUP_BYTES ?
+	__u64 unread = bpf_ringbuf_query(&events_ring, BPF_RB_AVAIL_DATA);
+
+	return unread < WAKEUP_BYTES && unread + size >= WAKEUP_BYTES ?
 		       BPF_RB_FORCE_WAKEUP :
 		       BPF_RB_NO_WAKEUP;
 }
@@ -103,7 +105,7 @@ static __always_inline void emit(struct event_header *h, __u64 size)
 	if (ring == RING_DENIALS)
 		err = bpf_ringbuf_output(&denials_ring, h, size, 0);
 	else
-		err = bpf_ringbuf_output(&events_ring, h, size, events_wakeup());
+		err = bpf_ringbuf_output(&events_ring, h, size, events_wakeup(size));
 	if (err)
 		count_loss(ring, h->kind);
 }

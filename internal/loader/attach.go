@@ -110,13 +110,31 @@ func (l *Loader) loadUnixObjects(pinned *ebpf.CollectionOptions) error {
 
 // sizeRings applies the configured ring sizes to one object's copies of
 // the shared rings, so that every object matches the pinned maps.
+//
+// A ring already pinned keeps its size: it holds records no daemon has
+// read yet, and replacing it would lose them. A new size takes effect once
+// `idend daemon --cleanup` has removed the pins.
 func (l *Loader) sizeRings(events, denials *ebpf.MapSpec) {
-	if n := l.opts.EventsRingBytes; n != 0 {
-		events.MaxEntries = n
+	for _, r := range []struct {
+		spec *ebpf.MapSpec
+		want uint32
+	}{{events, l.opts.EventsRingBytes}, {denials, l.opts.DenialsRingBytes}} {
+		if n := pinnedSize(filepath.Join(l.pinDir, r.spec.Name)); n != 0 {
+			r.spec.MaxEntries = n
+		} else if r.want != 0 {
+			r.spec.MaxEntries = r.want
+		}
 	}
-	if n := l.opts.DenialsRingBytes; n != 0 {
-		denials.MaxEntries = n
+}
+
+// pinnedSize returns the max_entries of the map pinned at path, or 0.
+func pinnedSize(path string) uint32 {
+	m, err := ebpf.LoadPinnedMap(path, nil)
+	if err != nil {
+		return 0
 	}
+	defer m.Close()
+	return m.MaxEntries()
 }
 
 type cgroupHook struct {

@@ -42,7 +42,7 @@ type Options struct {
 	// (each). Zero means 1024.
 	MaxPaths int
 	// EventsRingBytes and DenialsRingBytes size the two event rings: a
-	// power of two, at least a page. Zero keeps the built-in sizes (16 MiB
+	// power of two, at least a page. Zero keeps the built-in sizes (8 MiB
 	// and 4 MiB). Pinned rings keep the size they were created with.
 	EventsRingBytes, DenialsRingBytes uint32
 }

@@ -549,3 +549,15 @@ func TestOtherLayoutReplaced(t *testing.T) {
 		t.Errorf("connect after replacement: %q, want denied", got)
 	}
 }
+
+// Pinned rings keep their size when a loader asks for another: they may
+// hold records no one has read yet.
+func TestPinnedRingKeepsSize(t *testing.T) {
+	e := newEnv(t, Options{EventsRingBytes: 1 << 16})
+	e.l.Close()
+	e.opts.EventsRingBytes = 1 << 17
+	e.l = e.open()
+	if got := e.l.net.EventsRing.MaxEntries(); got != 1<<16 {
+		t.Errorf("events ring of %d bytes after reopening, want the pinned 65536", got)
+	}
+}
