@@ -4,11 +4,11 @@ import (
 	"encoding/json"
 	"fmt"
 	"net"
-	"os/exec"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
+
+	"github.com/idend/idend/internal/testutil"
 )
 
 // restart starts the daemon again on the same state, pins and socket.
@@ -33,15 +33,8 @@ func (d *testDaemon) restart(t *testing.T) {
 // runInCgroup runs python3 with a program inside a cgroup directory.
 func runInCgroup(t *testing.T, dir string, args ...string) string {
 	t.Helper()
-	fd, err := syscall.Open(dir, syscall.O_DIRECTORY|syscall.O_RDONLY, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer syscall.Close(fd)
-	cmd := exec.Command("/usr/bin/python3", args...)
-	cmd.SysProcAttr = &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: fd}
-	out, _ := cmd.CombinedOutput()
-	return strings.TrimSpace(string(out))
+	out, _ := testutil.Run(t, dir, nil, "/usr/bin/python3", args...)
+	return strings.TrimSpace(out)
 }
 
 // kill -9 of the daemon leaves every session's enforcement exactly as it

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/idend/idend/internal/loader"
+	"github.com/idend/idend/internal/testutil"
 )
 
 // testDaemon is `idend daemon` run as a process of its own, with its own
@@ -270,19 +271,5 @@ func TestDaemonBadConfig(t *testing.T) {
 // tcpListener accepts TCP connections on 127.0.0.1 and returns its port.
 func tcpListener(t *testing.T) int {
 	t.Helper()
-	ln, err := net.Listen("tcp4", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			c.Close()
-		}
-	}()
-	return ln.Addr().(*net.TCPAddr).Port
+	return testutil.Listen(t, "tcp4", "127.0.0.1:0")
 }

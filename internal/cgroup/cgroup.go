@@ -232,3 +232,25 @@ func EnableControllerBelow(mount, dir, controller string) error {
 	}
 	return nil
 }
+
+// TreeProcs calls fn for each process in dir and the cgroups below it. A
+// tree removed meanwhile is no error.
+func TreeProcs(dir string, fn func(pid int)) error {
+	err := filepath.WalkDir(dir, func(path string, d os.DirEntry, err error) error {
+		if err != nil || !d.IsDir() {
+			return err
+		}
+		pids, err := Procs(path)
+		if err != nil {
+			return err
+		}
+		for _, pid := range pids {
+			fn(pid)
+		}
+		return nil
+	})
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	return err
+}

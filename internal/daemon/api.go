@@ -58,6 +58,22 @@ func (sv *server) scope(ctx context.Context) (*caller, *Session, error) {
 	return c, nil, nil
 }
 
+// target returns the caller and session id, when the caller may act on it.
+func (sv *server) target(ctx context.Context, id string) (*caller, *Session, error) {
+	c, own, err := sv.scope(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	s, err := sv.d.m.get(id)
+	if err != nil {
+		return nil, nil, apiError(err)
+	}
+	if err := within(own, s); err != nil {
+		return nil, nil, err
+	}
+	return c, s, nil
+}
+
 // within checks that a caller inside session own may act on target.
 func within(own *Session, target *Session) error {
 	if own == nil || target.isWithin(own.ID) {
@@ -192,30 +208,16 @@ func (sv *server) ListSessions(ctx context.Context, _ *apipb.ListSessionsRequest
 }
 
 func (sv *server) GetSession(ctx context.Context, req *apipb.GetSessionRequest) (*apipb.Session, error) {
-	_, own, err := sv.scope(ctx)
+	_, s, err := sv.target(ctx, req.Id)
 	if err != nil {
-		return nil, err
-	}
-	s, err := sv.d.m.get(req.Id)
-	if err != nil {
-		return nil, apiError(err)
-	}
-	if err := within(own, s); err != nil {
 		return nil, err
 	}
 	return sv.d.m.info(s), nil
 }
 
 func (sv *server) CloseSession(ctx context.Context, req *apipb.CloseSessionRequest) (*apipb.CloseSessionResponse, error) {
-	c, own, err := sv.scope(ctx)
+	c, s, err := sv.target(ctx, req.Id)
 	if err != nil {
-		return nil, err
-	}
-	s, err := sv.d.m.get(req.Id)
-	if err != nil {
-		return nil, apiError(err)
-	}
-	if err := within(own, s); err != nil {
 		return nil, err
 	}
 	reason := "closed by " + userName(c.uid)
@@ -244,15 +246,8 @@ func (sv *server) Approve(ctx context.Context, req *apipb.ApproveRequest) (*apip
 }
 
 func (sv *server) EnterSession(ctx context.Context, req *apipb.EnterSessionRequest) (*apipb.EnterSessionResponse, error) {
-	c, own, err := sv.scope(ctx)
+	c, s, err := sv.target(ctx, req.Session)
 	if err != nil {
-		return nil, err
-	}
-	s, err := sv.d.m.get(req.Session)
-	if err != nil {
-		return nil, apiError(err)
-	}
-	if err := within(own, s); err != nil {
 		return nil, err
 	}
 	if err := cgroup.Enter(s.Cgroup, c.pid); err != nil {

@@ -33,6 +33,7 @@ import (
 	"github.com/idend/idend/internal/events/recordpb"
 	"github.com/idend/idend/internal/intent"
 	"github.com/idend/idend/internal/loader"
+	"github.com/idend/idend/internal/testutil"
 )
 
 // The benchmarks re-execute this test binary in roles: a daemon in a
@@ -141,20 +142,11 @@ func spawnRole(args []string) error {
 // output.
 func runRole(tb testing.TB, dir, role string, args ...string) string {
 	tb.Helper()
-	fd, err := syscall.Open(dir, syscall.O_DIRECTORY|syscall.O_RDONLY, 0)
-	if err != nil {
-		tb.Fatal(err)
+	out, status := testutil.Run(tb, dir, []string{"IDEND_BENCH_ROLE=" + role}, os.Args[0], args...)
+	if status != 0 {
+		tb.Fatalf("%s in %s: exit %d: %s", role, dir, status, out)
 	}
-	defer syscall.Close(fd)
-	cmd := exec.Command(os.Args[0], args...)
-	cmd.Env = append(os.Environ(), "IDEND_BENCH_ROLE="+role)
-	cmd.SysProcAttr = &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: fd}
-	var out bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &out
-	if err := cmd.Run(); err != nil {
-		tb.Fatalf("%s in %s: %v: %s", role, dir, err, out.String())
-	}
-	return out.String()
+	return out
 }
 
 func requireRootB(b *testing.B) {

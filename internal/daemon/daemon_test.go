@@ -1,15 +1,12 @@
 package daemon
 
 import (
-	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -26,6 +23,7 @@ import (
 	"github.com/idend/idend/internal/api/apipb"
 	"github.com/idend/idend/internal/events"
 	"github.com/idend/idend/internal/events/recordpb"
+	"github.com/idend/idend/internal/testutil"
 )
 
 // The test binary doubles as an API client run inside a session: with
@@ -158,47 +156,11 @@ func (d *testDaemon) open(text, parent string) *apipb.Session {
 // runIn runs a program in a session's cgroup.
 func runIn(t *testing.T, cgroupDir string, env []string, name string, args ...string) (string, int) {
 	t.Helper()
-	fd, err := syscall.Open(cgroupDir, syscall.O_DIRECTORY|syscall.O_RDONLY, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer syscall.Close(fd)
-	cmd := exec.Command(name, args...)
-	cmd.Env = append(os.Environ(), env...)
-	cmd.SysProcAttr = &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: fd}
-	var out bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &out
-	err = cmd.Run()
-	var ee *exec.ExitError
-	if errors.As(err, &ee) {
-		return out.String(), ee.ExitCode()
-	}
-	if errors.Is(err, syscall.EPERM) {
-		// execve refused by BPF-LSM: what a shell reports as 126.
-		return err.Error(), 126
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	return out.String(), 0
+	return testutil.Run(t, cgroupDir, env, name, args...)
 }
 
 func tcpListener(t *testing.T) int {
-	ln, err := net.Listen("tcp4", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			c.Close()
-		}
-	}()
-	return ln.Addr().(*net.TCPAddr).Port
+	return testutil.Listen(t, "tcp4", "127.0.0.1:0")
 }
 
 const connectProg = `import socket, sys
@@ -240,12 +202,9 @@ func TestSessionLifecycle(t *testing.T) {
 	}
 
 	sleeper := exec.Command("sleep", "60")
-	fd, _ := syscall.Open(s.Cgroup, syscall.O_DIRECTORY|syscall.O_RDONLY, 0)
-	sleeper.SysProcAttr = &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: fd}
-	if err := sleeper.Start(); err != nil {
+	if err := testutil.Start(s.Cgroup, sleeper); err != nil {
 		t.Fatal(err)
 	}
-	syscall.Close(fd)
 	if _, err := d.client.CloseSession(context.Background(), &apipb.CloseSessionRequest{Id: s.Id}); err != nil {
 		t.Fatal(err)
 	}

@@ -88,7 +88,7 @@ network:
 // A session's processes are bounded where the cgroup v2 pids controller
 // is available: a fork bomb stops at the limit.
 func TestProcessLimit(t *testing.T) {
-	d := startConfigured(t, func(c *Config) { c.Limits.MaxProcesses = 20 })
+	d := startDaemonWith(t, func(c *Config) { c.Limits.MaxProcesses = 20 })
 	s := d.open("name: bomb\npurpose: test\n", "")
 	if _, err := os.Stat(filepath.Join(s.Cgroup, "pids.max")); err != nil {
 		t.Skip("the cgroup v2 pids controller is not available here (on this host it is bound to cgroup v1)")

@@ -7,7 +7,6 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
-	"encoding/hex"
 	"fmt"
 	"io/fs"
 	"os"
@@ -29,35 +28,6 @@ import (
 	"github.com/idend/idend/internal/attest/spiretest"
 	"github.com/idend/idend/internal/events/recordpb"
 )
-
-// startDaemonWith starts a test daemon as startDaemon does, with its
-// configuration changed by configure first.
-func startDaemonWith(t *testing.T, configure func(*Config)) *testDaemon {
-	t.Helper()
-	requireRoot(t)
-	b := make([]byte, 4)
-	rand.Read(b)
-	name := "idend-dtest-" + hex.EncodeToString(b)
-	dir := t.TempDir()
-	os.Chmod(dir, 0o755)
-
-	cfg := DefaultConfig()
-	cfg.Socket = filepath.Join(dir, "idend.sock")
-	cfg.StateDir = filepath.Join(dir, "state")
-	cfg.BPFFSDir = filepath.Join("/sys/fs/bpf", name)
-	cfg.CgroupRoot = name
-	configure(&cfg)
-
-	d := &testDaemon{t: t, cfg: cfg}
-	d.start()
-	t.Cleanup(func() {
-		d.stop()
-		if err := Cleanup(cfg); err != nil {
-			t.Error(err)
-		}
-	})
-	return d
-}
 
 // openX509 opens a session over the API with an X.509-SVID chain, proving
 // possession with key: Challenge, sign, OpenSession.

@@ -2,7 +2,6 @@ package daemon
 
 import (
 	"context"
-	"errors"
 	"maps"
 	"net/netip"
 	"os"
@@ -150,20 +149,8 @@ func mergeKeys[V any](a, b map[string]V) map[string]bool {
 // while no daemon recorded, and later records need their lineage.
 func (m *manager) recordExisting() {
 	for _, s := range m.list() {
-		err := filepath.WalkDir(s.Cgroup, func(path string, d os.DirEntry, err error) error {
-			if err != nil || !d.IsDir() {
-				return err
-			}
-			pids, err := cgroup.Procs(path)
-			if err != nil {
-				return err
-			}
-			for _, pid := range pids {
-				m.recordFound(s, pid)
-			}
-			return nil
-		})
-		if err != nil && !errors.Is(err, os.ErrNotExist) {
+		err := cgroup.TreeProcs(s.Cgroup, func(pid int) { m.recordFound(s, pid) })
+		if err != nil {
 			m.log.Warn("find existing processes", "session", s.ID, "err", err)
 		}
 	}

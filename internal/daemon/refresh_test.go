@@ -18,6 +18,7 @@ import (
 	"github.com/idend/idend/internal/api/apipb"
 	"github.com/idend/idend/internal/events"
 	"github.com/idend/idend/internal/events/recordpb"
+	"github.com/idend/idend/internal/testutil"
 )
 
 // fakeResolver answers host lookups from a table the test changes.
@@ -46,8 +47,9 @@ func (f *fakeResolver) set(host string, addrs ...string) {
 	f.addrs[host] = out
 }
 
-// startDaemonWith starts a test daemon after changing its config.
-func startConfigured(t *testing.T, change func(*Config)) *testDaemon {
+// startDaemonWith starts a test daemon as startDaemon does, with its
+// configuration changed by change first.
+func startDaemonWith(t *testing.T, change func(*Config)) *testDaemon {
 	t.Helper()
 	requireRoot(t)
 	d := newTestDaemon(t)
@@ -78,7 +80,7 @@ func TestHostNamesFollowResolution(t *testing.T) {
 	lookupHost = res.lookup
 	t.Cleanup(func() { lookupHost = old })
 
-	d := startConfigured(t, func(c *Config) { c.Refresh.Hosts = 100 * time.Millisecond })
+	d := startDaemonWith(t, func(c *Config) { c.Refresh.Hosts = 100 * time.Millisecond })
 	first := tcpListener(t)
 	ln, err := net.Listen("tcp4", fmt.Sprintf("127.0.0.2:%d", first))
 	if err != nil {
@@ -129,7 +131,7 @@ func TestHostNamesFollowResolution(t *testing.T) {
 // An allowed program replaced by a new file at its path (a package
 // upgrade) stays allowed, and the change is recorded.
 func TestExecAllowListFollowsUpgrade(t *testing.T) {
-	d := startConfigured(t, func(c *Config) { c.Refresh.Executables = 100 * time.Millisecond })
+	d := startDaemonWith(t, func(c *Config) { c.Refresh.Executables = 100 * time.Millisecond })
 	dir := t.TempDir()
 	os.Chmod(dir, 0o755)
 	tool := filepath.Join(dir, "tool")
@@ -248,7 +250,7 @@ func TestNarrowingCutsConnections(t *testing.T) {
 	old := lookupHost
 	lookupHost = res.lookup
 	t.Cleanup(func() { lookupHost = old })
-	d := startConfigured(t, func(c *Config) { c.Refresh.Hosts = 100 * time.Millisecond })
+	d := startDaemonWith(t, func(c *Config) { c.Refresh.Hosts = 100 * time.Millisecond })
 
 	for _, network := range []string{"tcp4", "tcp6"} {
 		host, addr := "127.0.0.1", "127.0.0.1:0"
@@ -297,16 +299,10 @@ func TestExistingProcessesFound(t *testing.T) {
 	s := d.open("name: found\npurpose: test\n", "")
 	d.stop()
 
-	fd, err := syscall.Open(s.Cgroup, syscall.O_DIRECTORY|syscall.O_RDONLY, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
 	sleeper := exec.Command("/bin/sleep", "30")
-	sleeper.SysProcAttr = &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: fd}
-	if err := sleeper.Start(); err != nil {
+	if err := testutil.Start(s.Cgroup, sleeper); err != nil {
 		t.Fatal(err)
 	}
-	syscall.Close(fd)
 	defer func() {
 		sleeper.Process.Kill()
 		sleeper.Wait()

@@ -121,22 +121,7 @@ func destroy(s *netlink.Socket) error {
 // the cgroup tree dir.
 func socketInodes(dir string) (map[uint32]bool, error) {
 	out := make(map[uint32]bool)
-	err := filepath.WalkDir(dir, func(path string, d os.DirEntry, err error) error {
-		if err != nil || !d.IsDir() {
-			return err
-		}
-		pids, err := cgroup.Procs(path)
-		if err != nil {
-			return err
-		}
-		for _, pid := range pids {
-			addSocketInodes(pid, out)
-		}
-		return nil
-	})
-	if errors.Is(err, os.ErrNotExist) {
-		err = nil
-	}
+	err := cgroup.TreeProcs(dir, func(pid int) { addSocketInodes(pid, out) })
 	return out, err
 }
 

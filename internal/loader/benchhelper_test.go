@@ -1,13 +1,11 @@
 package loader
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"net"
 	"net/netip"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"runtime"
 	"slices"
@@ -23,6 +21,7 @@ import (
 
 	"github.com/idend/idend/internal/cgroup"
 	"github.com/idend/idend/internal/intent"
+	"github.com/idend/idend/internal/testutil"
 )
 
 // The benchmarks' workloads run in this test binary, re-executed inside a
@@ -305,25 +304,15 @@ func (e *benchEnv) lost(tb testing.TB) uint64 {
 // runLoop runs a workload helper in the cgroup dir and returns its result.
 func runLoop(tb testing.TB, dir, helper string, args ...string) loopResult {
 	tb.Helper()
-	fd, err := syscall.Open(dir, syscall.O_DIRECTORY|syscall.O_RDONLY, 0)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	defer syscall.Close(fd)
-
-	cmd := exec.Command(os.Args[0], args...)
-	cmd.Env = append(os.Environ(), "IDEND_TEST_HELPER="+helper)
-	cmd.SysProcAttr = &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: fd}
-	var out bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &out
-	if err := cmd.Run(); err != nil {
-		tb.Fatalf("%s in %s: %v: %s", helper, dir, err, out.String())
+	out, status := testutil.Run(tb, dir, []string{"IDEND_TEST_HELPER=" + helper}, os.Args[0], args...)
+	if status != 0 {
+		tb.Fatalf("%s in %s: exit %d: %s", helper, dir, status, out)
 	}
 	var r loopResult
 	var errno int
-	line, _, _ := strings.Cut(out.String(), "\n")
+	line, _, _ := strings.Cut(out, "\n")
 	if _, err := fmt.Sscan(line, &r.wall, &r.cpu, &r.failed, &errno); err != nil {
-		tb.Fatalf("%s in %s: %q: %v", helper, dir, out.String(), err)
+		tb.Fatalf("%s in %s: %q: %v", helper, dir, out, err)
 	}
 	r.errno = unix.Errno(errno)
 	return r
@@ -512,21 +501,7 @@ func withPrefixes(c *intent.Compiled, n int, adjacent bool) *intent.Compiled {
 // that accepts and closes connections in the background.
 func benchListenTCP(tb testing.TB) int {
 	tb.Helper()
-	ln, err := net.Listen("tcp4", "127.0.0.1:0")
-	if err != nil {
-		tb.Fatal(err)
-	}
-	tb.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			c.Close()
-		}
-	}()
-	return ln.Addr().(*net.TCPAddr).Port
+	return testutil.Listen(tb, "tcp4", "127.0.0.1:0")
 }
 
 // benchListenUDP starts a UDP socket on 127.0.0.1 that reads and drops

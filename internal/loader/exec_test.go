@@ -19,6 +19,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/idend/idend/internal/intent"
+	"github.com/idend/idend/internal/testutil"
 )
 
 // tracer is an env whose rings the test reads.
@@ -225,16 +226,10 @@ func spawnEnv(t *testing.T, dir string, env []string, argv ...string) proc {
 
 func spawnIn(t *testing.T, dir, cwd string, env []string, argv ...string) proc {
 	t.Helper()
-	fd, err := syscall.Open(dir, syscall.O_DIRECTORY|syscall.O_RDONLY, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer syscall.Close(fd)
-
 	var out bytes.Buffer
 	cmd := &exec.Cmd{Path: argv[0], Args: argv, Dir: cwd, Env: env, Stdout: &out, Stderr: &out}
-	cmd.SysProcAttr = &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: fd}
-	if err := cmd.Start(); errors.Is(err, syscall.EPERM) {
+	err := testutil.Start(dir, cmd)
+	if errors.Is(err, syscall.EPERM) {
 		return proc{err: err}
 	} else if err != nil {
 		t.Fatalf("start %s: %v", argv[0], err)

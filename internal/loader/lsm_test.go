@@ -20,6 +20,7 @@ import (
 
 	"github.com/idend/idend/internal/cgroup"
 	"github.com/idend/idend/internal/intent"
+	"github.com/idend/idend/internal/testutil"
 )
 
 // lsmActive reports whether the loader refuses forbidden execs with
@@ -29,7 +30,7 @@ var lsmActive = sync.OnceValue(func() bool { return probeLSM() == nil })
 
 // refusedOutput is what run returns as output for a program whose execve
 // BPF-LSM refused.
-const refusedOutput = "execve: operation not permitted"
+const refusedOutput = testutil.RefusedOutput
 
 // stopVerdict is the verdict on the record of a forbidden exec.
 func stopVerdict() netIdendVerdict {

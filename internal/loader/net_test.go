@@ -8,7 +8,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 	"unsafe"
@@ -17,6 +16,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/idend/idend/internal/cgroup"
+	"github.com/idend/idend/internal/testutil"
 )
 
 func connectTCP(host string, port int) string {
@@ -302,16 +302,10 @@ try:
 except OSError as e:
     print('errno', e.errno)
 `, port))
-	fd, err := syscall.Open(sdir, syscall.O_DIRECTORY|syscall.O_RDONLY, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer syscall.Close(fd)
-	cmd.SysProcAttr = &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: fd}
 	stdin, _ := cmd.StdinPipe()
 	var buf strings.Builder
 	cmd.Stdout = &buf
-	if err := cmd.Start(); err != nil {
+	if err := testutil.Start(sdir, cmd); err != nil {
 		t.Fatal(err)
 	}
 	time.Sleep(300 * time.Millisecond)

@@ -1,10 +1,8 @@
 package loader
 
 import (
-	"bytes"
 	"crypto/rand"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -12,12 +10,12 @@ import (
 	"path/filepath"
 	"strings"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/idend/idend/internal/cgroup"
 	"github.com/idend/idend/internal/intent"
+	"github.com/idend/idend/internal/testutil"
 )
 
 // env is a loader on a cgroup root and bpffs directory of its own.
@@ -123,28 +121,7 @@ func (e *env) session(text string) (string, uint64) {
 // output and exit status.
 func run(t *testing.T, dir string, name string, args ...string) (string, int) {
 	t.Helper()
-	fd, err := syscall.Open(dir, syscall.O_DIRECTORY|syscall.O_RDONLY, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer syscall.Close(fd)
-
-	cmd := exec.Command(name, args...)
-	cmd.SysProcAttr = &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: fd}
-	var out bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &out
-	err = cmd.Run()
-	var ee *exec.ExitError
-	if errors.As(err, &ee) {
-		return out.String(), ee.ExitCode()
-	}
-	if errors.Is(err, syscall.EPERM) {
-		return refusedOutput, 126 // execve refused by BPF-LSM
-	}
-	if err != nil {
-		t.Fatalf("run %s: %v", name, err)
-	}
-	return out.String(), 0
+	return testutil.Run(t, dir, nil, name, args...)
 }
 
 // py runs a python3 program in dir. The programs print "ok" on success and
@@ -187,21 +164,7 @@ const eperm = "errno 1"
 // background.
 func listen(t *testing.T, network, addr string) int {
 	t.Helper()
-	ln, err := net.Listen(network, addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			c.Close()
-		}
-	}()
-	return ln.Addr().(*net.TCPAddr).Port
+	return testutil.Listen(t, network, addr)
 }
 
 func udpListen(t *testing.T, network, addr string) int {
