@@ -164,20 +164,7 @@ func benchName() string {
 // udpSink starts a UDP socket on 127.0.0.1 that reads and drops datagrams.
 func udpSink(tb testing.TB) int {
 	tb.Helper()
-	c, err := net.ListenPacket("udp4", "127.0.0.1:0")
-	if err != nil {
-		tb.Fatal(err)
-	}
-	tb.Cleanup(func() { c.Close() })
-	go func() {
-		buf := make([]byte, 64)
-		for {
-			if _, _, err := c.ReadFrom(buf); err != nil {
-				return
-			}
-		}
-	}()
-	return c.LocalAddr().(*net.UDPAddr).Port
+	return testutil.UDPSink(tb)
 }
 
 func udpIntent(name string, port int) string {

@@ -3,7 +3,6 @@ package loader
 import (
 	"errors"
 	"fmt"
-	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -508,20 +507,7 @@ func benchListenTCP(tb testing.TB) int {
 // datagrams in the background.
 func benchListenUDP(tb testing.TB) int {
 	tb.Helper()
-	c, err := net.ListenPacket("udp4", "127.0.0.1:0")
-	if err != nil {
-		tb.Fatal(err)
-	}
-	tb.Cleanup(func() { c.Close() })
-	go func() {
-		buf := make([]byte, 64)
-		for {
-			if _, _, err := c.ReadFrom(buf); err != nil {
-				return
-			}
-		}
-	}()
-	return c.LocalAddr().(*net.UDPAddr).Port
+	return testutil.UDPSink(tb)
 }
 
 // statsDelta returns the run count and run time each program gained

@@ -83,3 +83,23 @@ func Run(tb testing.TB, dir string, env []string, name string, args ...string) (
 	}
 	return out.String(), 0
 }
+
+// UDPSink starts a UDP socket on 127.0.0.1 that reads and drops datagrams
+// until the test ends, and returns its port.
+func UDPSink(tb testing.TB) int {
+	tb.Helper()
+	c, err := net.ListenPacket("udp4", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { c.Close() })
+	go func() {
+		buf := make([]byte, 64)
+		for {
+			if _, _, err := c.ReadFrom(buf); err != nil {
+				return
+			}
+		}
+	}()
+	return c.LocalAddr().(*net.UDPAddr).Port
+}
